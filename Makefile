@@ -1,0 +1,40 @@
+# The two commands of the README: `make run` and `make test`. Both install what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; the Docker image installs the CUDA one.
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint bench clean
+
+install: $(STAMP) /usr/bin/redis-server
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
+	  { deploy/local/apt-install.sh python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install --disable-pip-version-check $(TORCH) -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+/usr/bin/redis-server:
+	@command -v redis-server >/dev/null || deploy/local/apt-install.sh redis-server redis-tools
+
+run: install
+	deploy/local/run.sh
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Everything but the slow chaos tests.
+test-fast: install
+	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy jobs app client
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,34 @@
+"""What routes get injected; built once in the app's lifespan, overridable in tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Request
+
+from app.service import JobService
+from app.settings import AppSettings
+from jobs.storage import LocalStorage
+
+
+@dataclass
+class State:
+    settings: AppSettings
+    redis: redis.Redis
+    storage: LocalStorage
+    jobs: JobService
+
+
+def get_state(request: Request) -> State:
+    state: State = request.app.state.latentq
+    return state
+
+
+def get_jobs(request: Request) -> JobService:
+    return get_state(request).jobs
+
+
+StateDep = Annotated[State, Depends(get_state)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]

@@ -1,0 +1,86 @@
+"""The FastAPI application: `uvicorn --factory app.main:create_app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app import errors
+from app.deps import State
+from app.limits import BodyLimitMiddleware
+from app.metrics import MetricsMiddleware
+from app.routes import files, health, jobs, models
+from app.routes.jobs import PARAMS_SCHEMA
+from app.service import JobService
+from app.settings import AppSettings, get_app_settings
+from jobs.catalog import load_catalog
+from jobs.queueing import JobQueues
+from jobs.records import JobStore
+from jobs.storage import LocalStorage
+
+log = logging.getLogger("latentq.api")
+
+
+def build_state(settings: AppSettings) -> State:
+    catalog = load_catalog(settings.catalog)
+    connection = redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15
+    )
+    store = JobStore(connection, settings.job_ttl_s)
+    queues = JobQueues(
+        connection, store, queue_max=settings.queue_max, job_timeout_s=settings.job_timeout_s
+    )
+    storage = LocalStorage(settings.data_dir, settings.signing_key())
+    return State(
+        settings=settings,
+        redis=connection,
+        storage=storage,
+        jobs=JobService(settings, catalog, store, queues, storage),
+    )
+
+
+def create_app(settings: AppSettings | None = None) -> FastAPI:
+    settings = settings or get_app_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = build_state(settings)
+        app.state.latentq = state
+        ids = ", ".join(m.id for m in state.jobs.catalog.models)
+        log.info("serving models %s; redis %s; files in %s", ids, settings.redis_url,
+                 state.storage.root)
+        try:
+            yield
+        finally:
+            state.redis.close()
+
+    app = FastAPI(
+        title="latentq",
+        version="0.1.0",
+        summary="Text-to-image, inpainting and outpainting jobs on warm diffusion workers.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in (jobs.router, models.router, files.router, health.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                                 summary=app.summary)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(PARAMS_SCHEMA.get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+

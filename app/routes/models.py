@@ -1,0 +1,14 @@
+"""`/v1/models`: what this service serves."""
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import JobsDep
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("")
+async def list_models(jobs: JobsDep) -> dict[str, object]:
+    """Every model of the catalogue, with its tasks, defaults and live warm workers."""
+    return {"data": await run_in_threadpool(jobs.models)}

@@ -1,0 +1,277 @@
+"""The job service: everything `POST /v1/jobs` and `GET /v1/jobs/{id}` do, without HTTP.
+
+Routes parse the request and call this class; tests can call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.settings import AppSettings
+from jobs import defaults
+from jobs.catalog import Catalog, ModelEntry
+from jobs.errors import InvalidRequest, JobNotFound, ModelNotFound
+from jobs.images import InputImage, decode_base64, load_image
+from jobs.protocol import (
+    IMAGE_FIELDS,
+    AnyParams,
+    JobStatus,
+    JobType,
+    OutpaintParams,
+    Priority,
+    Txt2ImgParams,
+    is_job_id,
+    new_job_id,
+    parse_params,
+    utcnow,
+)
+from jobs.queueing import JobQueues, live_workers
+from jobs.records import JobRecord, JobStore, Progress
+from jobs.storage import LocalStorage, job_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Submission:
+    """A request as it arrived: the fields, and raw image bytes from multipart parts."""
+
+    fields: dict[str, Any]
+    files: dict[str, bytes]
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: AppSettings,
+        catalog: Catalog,
+        store: JobStore,
+        queues: JobQueues,
+        storage: LocalStorage,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.queues = queues
+        self.storage = storage
+
+    # -- submit ----------------------------------------------------------------------------
+
+    def submit(self, submission: Submission) -> JobRecord:
+        fields = dict(submission.fields)
+        raw_images: dict[str, object] = {n: fields.pop(n) for n in IMAGE_FIELDS if n in fields}
+        params = _validate(fields)
+        model = self._model_for(params)
+        params = self._resolve(params, model)
+        images = self._load_images(params, raw_images, submission.files)
+
+        job_id = new_job_id()
+        inputs = {}
+        for name, image in images.items():
+            key = job_key(job_id, f"input-{name}.png")
+            self.storage.put(key, image.png)
+            inputs[name] = key
+        record = JobRecord(
+            id=job_id,
+            type=params.type,
+            model=model.id,
+            status=JobStatus.QUEUED,
+            created_at=utcnow(),
+            progress=Progress(step=0, total_steps=_total_steps(params)),
+            params=params.model_dump(mode="json"),
+            inputs=inputs,
+        )
+        self.queues.submit(record, params.priority)
+        log.info("accepted %s %s on %s", job_id, params.type, model.id)
+        return record
+
+    def _model_for(self, params: AnyParams) -> ModelEntry:
+        model = self.catalog.get(params.model)
+        if model is None:
+            known = ", ".join(self.catalog.by_id)
+            raise ModelNotFound(
+                f"model {params.model!r} is not served here; known models: {known}", param="model"
+            )
+        if params.type not in model.tasks:
+            tasks = ", ".join(model.tasks)
+            raise InvalidRequest(
+                f"model {model.id} does not do {params.type}; it does {tasks}", param="type"
+            )
+        if params.scheduler is not None and params.scheduler not in model.schedulers:
+            raise InvalidRequest(
+                f"scheduler {params.scheduler!r} is not available for model {model.id}; "
+                f"choose one of {', '.join(model.schedulers)}",
+                param="scheduler",
+            )
+        return model
+
+    def _resolve(self, params: AnyParams, model: ModelEntry) -> AnyParams:
+        """Fill every default from the model's entry, and the seed, then validate again."""
+        updates: dict[str, Any] = {
+            "model": model.id,
+            "steps": params.steps or model.default_steps,
+            "scheduler": params.scheduler or model.scheduler,
+            "guidance_scale": (
+                params.guidance_scale if params.guidance_scale is not None
+                else model.default_guidance
+            ),
+            "seed": params.seed if params.seed is not None else secrets.randbelow(
+                defaults.SEED_MAX + 1
+            ),
+            "negative_prompt": params.negative_prompt or "",
+        }
+        if isinstance(params, Txt2ImgParams):
+            updates["width"] = params.width or model.native_size[0]
+            updates["height"] = params.height or model.native_size[1]
+        return _validate({**params.model_dump(mode="json"), **updates})
+
+    def _load_images(
+        self, params: AnyParams, raw: dict[str, object], files: dict[str, bytes]
+    ) -> dict[str, InputImage]:
+        wanted = [n for n in IMAGE_FIELDS if n == "image" and params.type.needs_image
+                  or n == "mask" and params.type.needs_mask]
+        for name in (*raw, *files):
+            if name not in wanted:
+                raise InvalidRequest(f"{name} is not accepted for {params.type}", param=name)
+        limits = {
+            "max_bytes": self.settings.max_image_bytes,
+            "max_pixels": self.settings.max_image_pixels,
+        }
+        images: dict[str, InputImage] = {}
+        for name in wanted:
+            if name in files:
+                data = files[name]
+            elif name in raw:
+                data = decode_base64(raw[name], name, self.settings.max_image_bytes)
+            else:
+                raise InvalidRequest(f"{name} is required for {params.type}", param=name)
+            mode = "L" if name == "mask" else "RGB"
+            images[name] = load_image(data, name, mode=mode, **limits)
+        if "mask" in images:
+            image, mask = images["image"], images["mask"]
+            if (mask.width, mask.height) != (image.width, image.height):
+                raise InvalidRequest(
+                    f"mask is {mask.width}x{mask.height} but image is "
+                    f"{image.width}x{image.height}; they must be the same size",
+                    param="mask",
+                )
+        if isinstance(params, OutpaintParams):
+            image, pad = images["image"], params.outpaint
+            width = image.width + pad.left + pad.right
+            height = image.height + pad.top + pad.bottom
+            if max(width, height) > defaults.SIZE_MAX:
+                raise InvalidRequest(
+                    f"the outpainted canvas would be {width}x{height}; each side must be at most "
+                    f"{defaults.SIZE_MAX} pixels",
+                    param="outpaint",
+                )
+        return images
+
+    # -- read ------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        record = self.store.get(job_id) if is_job_id(job_id) else None
+        if record is None:
+            raise JobNotFound(f"no job {job_id!r} (jobs are kept for a limited time)")
+        return record
+
+    def view(self, record: JobRecord, base_url: str) -> dict[str, Any]:
+        """The Job object of API.md, with fresh signed URLs."""
+        base = (self.settings.public_url or base_url).rstrip("/")
+        ttl = self.settings.url_ttl_s
+        result = None
+        if record.status is JobStatus.SUCCEEDED and record.images is not None:
+            result = {
+                "images": [
+                    {
+                        "url": base + self.storage.signed_path(image.key, ttl),
+                        "width": image.width,
+                        "height": image.height,
+                        "seed": image.seed,
+                        "content_type": image.content_type,
+                    }
+                    for image in record.images
+                ]
+            }
+        position = None
+        if record.status is JobStatus.QUEUED:
+            priority = Priority(record.params.get("priority", Priority.NORMAL))
+            position = self.queues.position(record, priority)
+        return {
+            "id": record.id,
+            "type": record.type,
+            "model": record.model,
+            "status": record.status,
+            "created_at": record.created_at,
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+            "queue_position": position,
+            "progress": {
+                "step": record.progress.step,
+                "total_steps": record.progress.total_steps,
+                "fraction": record.progress.fraction,
+            },
+            "params": record.params,
+            "result": result,
+            "error": record.error.model_dump() if record.error else None,
+            "timings": record.timings,
+        }
+
+    def models(self) -> list[dict[str, Any]]:
+        workers = live_workers(self.queues.redis)
+        return [
+            {
+                "id": m.id,
+                "family": m.family,
+                "tasks": list(m.tasks),
+                "default": m.id == self.catalog.default_id,
+                "native_size": list(m.native_size),
+                "default_steps": m.default_steps,
+                "default_guidance": m.default_guidance,
+                "schedulers": list(m.schedulers),
+                "default_scheduler": m.scheduler,
+                "workers": len(workers.get(m.id, [])),
+            }
+            for m in self.catalog.models
+        ]
+
+
+def _total_steps(params: AnyParams) -> int:
+    steps = params.steps or 0
+    if params.type is JobType.TXT2IMG:
+        return steps
+    # Image jobs skip the first (1 - strength) of the schedule, as diffusers does.
+    return max(1, int(steps * params.strength)) if hasattr(params, "strength") else steps
+
+
+def _validate(fields: dict[str, Any]) -> AnyParams:
+    try:
+        return parse_params(fields)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="type") from None
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field of this job type",
+}
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    """The first problem of a validation error as one sentence naming its field."""
+    error = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in error["loc"]]
+    param = ".".join(loc) if loc else None
+    message = _MESSAGES.get(error["type"]) or error["msg"].removeprefix("Value error, ")
+    text = f"{param}: {message}" if param else message
+    more = len(exc.errors()) - 1
+    if more:
+        text += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return InvalidRequest(text, param=param)

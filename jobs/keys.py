@@ -1,0 +1,32 @@
+"""Redis key and RQ queue names, in one place so API and worker cannot drift apart."""
+
+from jobs.protocol import Priority
+
+PREFIX = "latentq"
+
+RUN_JOB = "worker.tasks.run_job"
+"""The job function, enqueued by dotted path so the API never imports the worker."""
+
+
+def job(job_id: str) -> str:
+    """Hash holding a job's record."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def queue(model_id: str, priority: Priority | str) -> str:
+    """The RQ queue name of one model at one priority (RQ keeps it at `rq:queue:<name>`)."""
+    return f"{PREFIX}.{model_id}.{Priority(priority).value}"
+
+
+def queues(model_id: str) -> list[str]:
+    """A model's queue names, most urgent first: the order a worker listens in."""
+    return [queue(model_id, p) for p in Priority]
+
+
+def worker(name: str) -> str:
+    """A worker's presence (JSON with its models), expiring unless it heartbeats."""
+    return f"{PREFIX}:worker:{name}"
+
+
+WORKERS = f"{PREFIX}:workers"
+"""Set of worker names that announced themselves; entries whose presence expired are stale."""

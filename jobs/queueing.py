@@ -1,0 +1,122 @@
+"""Putting jobs on RQ queues, and reading where they stand.
+
+Each model has one queue per priority (`keys.queues`). The record and the RQ job are written
+in one MULTI/EXEC, so a job is either fully accepted or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from jobs import keys
+from jobs.errors import QueueFull
+from jobs.protocol import Priority
+from jobs.records import JobRecord, JobStore
+
+
+class JobQueues:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        store: JobStore,
+        *,
+        queue_max: int,
+        job_timeout_s: int,
+    ) -> None:
+        self.redis = connection
+        self.store = store
+        self.queue_max = queue_max
+        self.job_timeout_s = job_timeout_s
+        self._queues: dict[str, Queue] = {}
+
+    def queue(self, model_id: str, priority: Priority) -> Queue:
+        name = keys.queue(model_id, priority)
+        if name not in self._queues:
+            self._queues[name] = Queue(name, connection=self.redis, serializer=JSONSerializer)
+        return self._queues[name]
+
+    def depth(self, model_id: str) -> dict[Priority, int]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for priority in Priority:
+                pipe.llen(self.queue(model_id, priority).key)
+            lengths = pipe.execute()
+        return dict(zip(Priority, lengths, strict=True))
+
+    def submit(self, record: JobRecord, priority: Priority) -> None:
+        """Write the record and enqueue its job atomically; `QueueFull` past `queue_max`."""
+        waiting = sum(self.depth(record.model).values())
+        if waiting >= self.queue_max:
+            raise QueueFull(
+                f"{waiting} jobs are already waiting for model {record.model}; retry later",
+                headers={"Retry-After": "30"},
+            )
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.multi()  # explicit, as RQ expects of a pipeline it is handed
+            self.store.create(record, pipe)
+            self.queue(record.model, priority).enqueue_call(
+                keys.RUN_JOB,
+                args=(record.id,),
+                job_id=record.id,
+                timeout=self.job_timeout_s,
+                # The record is the job's state; RQ's own copy of the outcome is not needed.
+                result_ttl=0,
+                failure_ttl=self.store.ttl_s,
+                description=f"{record.type} {record.model}",
+                pipeline=pipe,
+            )
+            pipe.execute()
+
+    def position(self, record: JobRecord, priority: Priority) -> int | None:
+        """1 for the next job a worker of this model will take; None when not waiting."""
+        ahead = 0
+        for p in Priority:
+            queue = self.queue(record.model, p)
+            if p is priority:
+                index = self.redis.lpos(queue.key, record.id)
+                return None if index is None else ahead + int(index) + 1
+            ahead += int(self.redis.llen(queue.key))
+        return None
+
+
+def live_workers(connection: redis.Redis) -> dict[str, list[dict[str, Any]]]:
+    """Workers whose presence has not expired, by model id they hold warm."""
+    names = sorted(n.decode() for n in connection.smembers(keys.WORKERS))
+    if not names:
+        return {}
+    values = connection.mget([keys.worker(n) for n in names])
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    stale = []
+    for name, value in zip(names, values, strict=True):
+        if value is None:
+            stale.append(name)
+            continue
+        info = json.loads(value)
+        for model_id in info.get("models", []):
+            by_model.setdefault(model_id, []).append(info)
+    if stale:
+        connection.srem(keys.WORKERS, *stale)
+    return by_model
+
+
+def announce_worker(
+    connection: redis.Redis, name: str, info: dict[str, Any], ttl_s: int
+) -> None:
+    """Refresh a worker's presence; it disappears `ttl_s` after the last call."""
+    payload = json.dumps({**info, "name": name, "seen_at": time.time()})
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.set(keys.worker(name), payload, ex=ttl_s)
+        pipe.sadd(keys.WORKERS, name)
+        pipe.execute()
+
+
+def retire_worker(connection: redis.Redis, name: str) -> None:
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.delete(keys.worker(name))
+        pipe.srem(keys.WORKERS, name)
+        pipe.execute()

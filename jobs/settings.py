@@ -1,0 +1,77 @@
+"""Settings shared by the API and the workers (env prefix `LATENTQ_`).
+
+Read through `get_settings()`, never at import time, so tests and tools can set the
+environment first.
+"""
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_FILE = "signing.key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LATENTQ_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Where the queues, job records and worker presence live."""
+
+    data_dir: Path = Path("var")
+    """Local storage of input and output images (and the generated signing key)."""
+
+    catalog: Path = Path("models.toml")
+    """The model catalogue file (TOML)."""
+
+    signing_secret: SecretStr | None = None
+    """HMAC key of file URLs. Unset: generated once and kept in `data_dir/signing.key`.
+    Set it explicitly when API replicas and workers do not share `data_dir`."""
+
+    url_ttl_s: int = Field(default=3600, ge=1)
+    """How long a signed file URL stays valid."""
+
+    job_ttl_s: int = Field(default=86400, ge=60)
+    """How long job records are kept after they are written."""
+
+    queue_max: int = Field(default=1000, ge=1)
+    """Most jobs waiting for one model before submits are refused with 429."""
+
+    job_timeout_s: int = Field(default=1800, ge=10)
+    """Longest a single job may run before RQ stops it."""
+
+    def signing_key(self) -> bytes:
+        """The URL signing key: the configured secret, else the one persisted on first use."""
+        if self.signing_secret is not None:
+            value = self.signing_secret.get_secret_value()
+            if len(value) < 16:
+                raise ValueError("LATENTQ_SIGNING_SECRET must be at least 16 characters")
+            return value.encode()
+        return _persisted_key(self.data_dir / SECRET_FILE)
+
+
+def _persisted_key(path: Path) -> bytes:
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_hex(32).encode())
+    # link() is atomic and refuses to replace: when an API and a worker start together,
+    # both end up with whichever key landed first.
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_bytes().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,50 @@
+"""Integration fixtures: a real redis-server, real worker processes, the API over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.services import (
+    RedisServer,
+    Service,
+    free_port,
+    service_env,
+    write_catalog,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def service(redis_server: RedisServer, tiny_model: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One worker serving the tiny models, and the API."""
+    workdir = tmp_path_factory.mktemp("service")
+    catalog = write_catalog(workdir / "models.toml", tiny_model)
+    env = service_env(redis_server.url, workdir / "data", catalog)
+    svc = Service(redis=redis_server, workdir=workdir, env=env)
+    try:
+        svc.start_worker("worker-1")
+        svc.start_api()
+        svc.wait_for_workers("tiny", 1)
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def api(service: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.base_url, timeout=30) as client:
+        yield client

@@ -1,0 +1,105 @@
+"""Local storage: signed URLs, expiry, tampering, path traversal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+from jobs.errors import FileNotFound, Forbidden
+from jobs.settings import Settings
+from jobs.storage import LocalStorage, check_key, content_type
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "files", b"k" * 32)
+
+
+def split(url: str) -> tuple[str, str, str]:
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    return unquote(parts.path.removeprefix("/v1/files/")), query["expires"][0], query["sig"][0]
+
+
+def test_put_get_and_signed_url_round_trip(storage: LocalStorage) -> None:
+    storage.put("jobs/j_1/0.png", b"png bytes")
+    assert storage.get("jobs/j_1/0.png") == b"png bytes"
+    key, expires, sig = split(storage.signed_path("jobs/j_1/0.png", 60, now=1000))
+    assert key == "jobs/j_1/0.png" and expires == "1060"
+    storage.verify(key, expires, sig, now=1059)
+
+
+def test_expired_url_is_refused(storage: LocalStorage) -> None:
+    key, expires, sig = split(storage.signed_path("jobs/j_1/0.png", 60, now=1000))
+    with pytest.raises(Forbidden) as info:
+        storage.verify(key, expires, sig, now=1061)
+    assert info.value.code == "url_expired"
+
+
+@pytest.mark.parametrize("tamper", ["key", "expires", "sig"])
+def test_tampered_url_is_refused(storage: LocalStorage, tamper: str) -> None:
+    key, expires, sig = split(storage.signed_path("jobs/j_1/0.png", 60, now=1000))
+    if tamper == "key":
+        key = "jobs/j_2/0.png"
+    elif tamper == "expires":
+        expires = "99999999999"
+    else:
+        sig = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+    with pytest.raises(Forbidden) as info:
+        storage.verify(key, expires, sig, now=1000)
+    assert info.value.code == "invalid_signature"
+
+
+def test_signature_depends_on_the_secret(tmp_path: Path) -> None:
+    one = LocalStorage(tmp_path, b"a" * 32)
+    other = LocalStorage(tmp_path, b"b" * 32)
+    key, expires, sig = split(one.signed_path("jobs/j/0.png", 60, now=0))
+    with pytest.raises(Forbidden):
+        other.verify(key, expires, sig, now=0)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../secret", "jobs/../../etc/passwd", "/etc/passwd", "jobs/./x", "jobs//x", ".hidden",
+     "jobs/.signing.key", "", "jobs/x\x00", "a\\b", "jobs/x/"],
+)
+def test_traversal_and_odd_keys_are_refused(storage: LocalStorage, key: str) -> None:
+    with pytest.raises(FileNotFound):
+        check_key(key)
+    with pytest.raises(FileNotFound):
+        storage.path(key)
+
+
+def test_symlink_out_of_the_root_is_refused(storage: LocalStorage, tmp_path: Path) -> None:
+    (tmp_path / "outside.txt").write_text("secret")
+    storage.root.mkdir(parents=True, exist_ok=True)
+    (storage.root / "link").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(FileNotFound):
+        storage.path("link")
+
+
+def test_missing_file(storage: LocalStorage) -> None:
+    with pytest.raises(FileNotFound):
+        storage.get("jobs/none/0.png")
+
+
+def test_content_types() -> None:
+    assert content_type("a/0.png") == "image/png"
+    assert content_type("a/0.jpg") == "image/jpeg"
+    assert content_type("a/0.webp") == "image/webp"
+
+
+def test_signing_key_is_generated_once_and_kept(tmp_path: Path) -> None:
+    first = Settings(data_dir=tmp_path).signing_key()
+    second = Settings(data_dir=tmp_path).signing_key()
+    assert first == second and len(first) >= 32
+    assert (tmp_path / "signing.key").stat().st_mode & 0o077 == 0
+    configured = Settings(data_dir=tmp_path, signing_secret="s" * 20).signing_key()  # type: ignore[arg-type]
+    assert configured == b"s" * 20
+
+
+def test_short_configured_secret_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 16"):
+        Settings(data_dir=tmp_path, signing_secret="short").signing_key()  # type: ignore[arg-type]

@@ -1,0 +1,140 @@
+"""`python -m worker`: load the models, then take jobs from their queues until stopped.
+
+Models are loaded before the first job is taken, and jobs run in this process: RQ's forking
+worker would run each job in a child forked after torch started, which hangs (OpenMP after
+fork) or re-initialises CUDA; a per-job spawn would reload the weights every time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import redis
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
+
+from jobs import defaults, keys
+from jobs.catalog import Catalog, CatalogError, ModelEntry, load_catalog
+from jobs.protocol import Priority
+from jobs.queueing import announce_worker, retire_worker
+from jobs.records import JobStore
+from jobs.storage import LocalStorage
+from worker.runner import WorkerContext
+from worker.settings import WorkerSettings, get_worker_settings
+from worker.tasks import set_context
+
+log = logging.getLogger("latentq.worker")
+
+
+def model_source(catalog: Catalog, entry: ModelEntry) -> str:
+    """The folder (or hub id) to load; builds a missing demo model first."""
+    path = catalog.local_path(entry)
+    if path is None:
+        return entry.source
+    if entry.demo and not (path / "model_index.json").exists():
+        from worker.demo_model import build_sd1
+
+        log.info("building demo model %s at %s", entry.id, path)
+        build_sd1(path)
+    if not path.exists():
+        raise CatalogError(f"model {entry.id}: {path} does not exist")
+    return str(path)
+
+
+def _heartbeat(connection: redis.Redis, name: str, info: dict[str, object],
+               stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            announce_worker(connection, name, info, defaults.WORKER_PRESENCE_TTL_S)
+        except redis.exceptions.RedisError as exc:
+            log.warning("presence heartbeat failed: %s", exc)
+        stop.wait(defaults.WORKER_HEARTBEAT_S)
+
+
+def run(settings: WorkerSettings, burst: bool = False) -> int:
+    try:
+        catalog = load_catalog(settings.catalog)
+    except CatalogError as exc:
+        log.error("%s", exc)
+        return 2
+    ids = settings.model_ids() or [m.id for m in catalog.models]
+    unknown = [i for i in ids if i not in catalog.by_id]
+    if unknown:
+        log.error("models %s are not in the catalogue %s", unknown, settings.catalog)
+        return 2
+
+    import torch
+
+    from worker.pipelines import WarmModel, pick_device
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    models = {}
+    for model_id in ids:
+        entry = catalog.by_id[model_id]
+        device = pick_device(settings.device, entry.dtype)
+        models[model_id] = WarmModel(entry, model_source(catalog, entry), device,
+                                     settings.attention)
+
+    name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
+    connection = redis.Redis.from_url(settings.redis_url)
+    store = JobStore(connection, settings.job_ttl_s)
+    storage = LocalStorage(settings.data_dir, settings.signing_key())
+    first = next(iter(models.values()))
+    info: dict[str, object] = {
+        "models": ids,
+        "device": str(first.device.torch_device),
+        "dtype": str(first.device.dtype).removeprefix("torch."),
+        "attention": first.attention,
+        "pid": os.getpid(),
+    }
+    set_context(WorkerContext(name=name, store=store, storage=storage, models=models, info=info))
+
+    # Every model's high-priority queue before any normal one, and so on.
+    queues = [
+        Queue(keys.queue(model_id, priority), connection=connection, serializer=JSONSerializer)
+        for priority in Priority
+        for model_id in ids
+    ]
+    stop = threading.Event()
+    # The presence thread gets a client of its own: RQ retunes the socket timeouts of the
+    # worker's connection pool for its blocking pops.
+    presence = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    beat = threading.Thread(target=_heartbeat, args=(presence, name, info, stop),
+                            name="presence", daemon=True)
+    beat.start()
+    worker = SimpleWorker(queues, connection=connection, name=name, serializer=JSONSerializer)
+    log.info("worker %s ready on %s", name, ", ".join(q.name for q in queues))
+    try:
+        worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()))
+    finally:
+        stop.set()
+        try:
+            retire_worker(presence, name)
+        except redis.exceptions.RedisError:
+            pass
+        set_context(None)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser.add_argument("--models", help="comma-separated model ids (default: all)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--catalog", type=Path, help="the model catalogue file")
+    parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LATENTQ_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_worker_settings()
+    overrides = {k: v for k, v in (("models", args.models), ("device", args.device),
+                                   ("catalog", args.catalog)) if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    sys.exit(run(settings, burst=args.burst))

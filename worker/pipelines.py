@@ -1,0 +1,160 @@
+"""Warm pipelines: loaded once per process, shared by every job, fresh state per job.
+
+A `WarmModel` holds one text-to-image pipeline and the inpainting pipeline derived from it
+with `from_pipe` (the same weights, no second copy). Each job gets its own scheduler and its
+own seeded generators, so nothing one job sets leaks into the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from jobs.catalog import ModelEntry
+from worker.imaging import Canvas, composite, working_size
+from worker.schedulers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int], None]
+"""Called after each denoising step with (steps done, total steps)."""
+
+
+@dataclass(frozen=True)
+class Device:
+    torch_device: torch.device
+    dtype: torch.dtype
+    attention: str
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.torch_device.type == "cuda"
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def pick_device(requested: str, dtype_name: str) -> Device:
+    """CUDA with half precision when there is a GPU; float32 on the CPU."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda":
+        dtype = torch.float16 if dtype_name == "auto" else _DTYPES[dtype_name]
+    else:
+        # Half precision on the CPU is slow or unsupported for many kernels.
+        dtype = torch.float32 if dtype_name in ("auto", "float16") else _DTYPES[dtype_name]
+    return Device(torch_device=device, dtype=dtype, attention="sdpa")
+
+
+class WarmModel:
+    def __init__(self, entry: ModelEntry, source: str | Path, device: Device,
+                 attention: str = "auto") -> None:
+        from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
+
+        started = time.perf_counter()
+        self.entry = entry
+        self.device = device
+        base = AutoPipelineForText2Image.from_pretrained(str(source), dtype=device.dtype)
+        base.set_progress_bar_config(disable=True)
+        base.to(device.torch_device)
+        self.attention = self._fast_path(base, attention)
+        self.base = base
+        self._scheduler_config = base.scheduler.config
+        self.inpaint = None
+        if entry.inpaints:
+            # from_pipe casts the shared modules to `dtype`, float32 unless told: name
+            # the loaded dtype so the base pipeline's weights stay as they are.
+            self.inpaint = AutoPipelineForInpainting.from_pipe(base, dtype=device.dtype)
+            self.inpaint.set_progress_bar_config(disable=True)
+        self.load_s = time.perf_counter() - started
+        self._warm_up()
+        log.info("model %s warm on %s (%s, %s attention) in %.2fs", entry.id,
+                 device.torch_device, str(device.dtype).removeprefix("torch."), self.attention,
+                 self.load_s)
+
+    def _fast_path(self, pipe: Any, attention: str) -> str:
+        if not self.device.is_cuda:
+            return "sdpa"
+        pipe.unet.to(memory_format=torch.channels_last)
+        if self.device.dtype == torch.float16 and hasattr(pipe, "upcast_vae"):
+            # SDXL-class VAEs overflow in fp16 (black or NaN images); their pipelines decode
+            # in fp32 when the VAE config asks for it.
+            pipe.vae.config.force_upcast = True
+        if attention in ("auto", "xformers"):
+            try:
+                pipe.enable_xformers_memory_efficient_attention()
+                return "xformers"
+            except Exception as exc:  # not installed, or no kernel for this GPU
+                if attention == "xformers":
+                    raise
+                log.info("xformers unavailable (%s); using PyTorch SDPA", exc)
+        return "sdpa"
+
+    def _warm_up(self) -> None:
+        # One tiny run so the first job does not pay for tokenizer and kernel start-up.
+        generator = torch.Generator("cpu").manual_seed(0)
+        with torch.inference_mode():
+            self.base(prompt="warm up", num_inference_steps=1, width=64, height=64,
+                      generator=generator, output_type="latent")
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def txt2img(self, params: Any, on_step: StepCallback) -> list[Image.Image]:
+        pipe = self._for_job(self.base, params.scheduler)
+        return self._call(pipe, params, on_step, width=params.width, height=params.height)
+
+    def inpaint_canvas(self, params: Any, canvas: Canvas, on_step: StepCallback
+                       ) -> list[Image.Image]:
+        """Run the inpainting pipeline on a canvas and composite each output back over it."""
+        if self.inpaint is None:
+            raise ValueError(f"model {self.entry.id} cannot inpaint")
+        pipe = self._for_job(self.inpaint, params.scheduler)
+        width, height = canvas.image.size
+        run_w, run_h = working_size(width, height)
+        image, mask = canvas.image, canvas.mask
+        if (run_w, run_h) != (width, height):
+            image = image.resize((run_w, run_h), Image.Resampling.LANCZOS)
+            mask = mask.resize((run_w, run_h), Image.Resampling.NEAREST)
+        outputs = self._call(pipe, params, on_step, image=image, mask_image=mask,
+                             strength=params.strength, width=run_w, height=run_h)
+        return [composite(out, canvas) for out in outputs]
+
+    def _for_job(self, pipe: Any, scheduler: str) -> Any:
+        # A fresh scheduler per job: its timesteps and step index belong to this job alone.
+        # Setting it on the shared pipeline is safe because a worker process runs one job at a
+        # time, on one thread; the scheduler config is read from the loaded one, never changed.
+        pipe.scheduler = make_scheduler(scheduler, self._scheduler_config)
+        return pipe
+
+    def _call(self, pipe: Any, params: Any, on_step: StepCallback, **kwargs: Any
+              ) -> list[Image.Image]:
+        # CPU generators: the same seed gives the same starting noise on any device.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in params.seeds()]
+
+        def step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]
+                     ) -> dict[str, Any]:
+            on_step(step + 1, pipeline.num_timesteps)
+            return tensors
+
+        with torch.inference_mode():
+            result = pipe(
+                prompt=params.prompt,
+                negative_prompt=params.negative_prompt or None,
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance_scale,
+                num_images_per_prompt=params.n,
+                generator=generators,
+                callback_on_step_end=step_end,
+                output_type="pil",
+                **kwargs,
+            )
+        images: list[Image.Image] = result.images
+        return images

@@ -1,0 +1,169 @@
+"""Running one job: record → warm pipeline → stored images → record.
+
+The runner re-validates the job's params (the API checked them, but the record crossed a
+process boundary), moves the job through its statuses, writes progress as it goes and stores
+the results under keys derived from the job id, so a job that runs twice writes them once.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from pydantic import ValidationError
+
+from jobs import defaults
+from jobs.errors import FailureCode
+from jobs.protocol import (
+    AnyParams,
+    InpaintParams,
+    JobStatus,
+    OutpaintParams,
+    OutputFormat,
+    Txt2ImgParams,
+)
+from jobs.records import JobError, JobRecord, JobStore, StoredImage
+from jobs.storage import LocalStorage, job_key
+from worker.imaging import encode, inpaint_canvas, outpaint_canvas
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    def __init__(self, code: FailureCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process holds for its whole life."""
+
+    name: str
+    store: JobStore
+    storage: LocalStorage
+    models: dict[str, Any]
+    """Model id → `WarmModel` (typed loosely so this module imports without torch)."""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ProgressWriter:
+    """Writes (step, total) to the record, at most every `PROGRESS_MIN_INTERVAL_S`, and always
+    the last step."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self._last = 0.0
+
+    def __call__(self, step: int, total: int) -> None:
+        now = time.monotonic()
+        if step >= total or now - self._last >= defaults.PROGRESS_MIN_INTERVAL_S:
+            self._last = now
+            self.store.set_progress(self.job_id, step, total)
+
+
+def execute(context: WorkerContext, job_id: str) -> str:
+    """Run a job to its end status; never raises for a failure of the job itself."""
+    store = context.store
+    record = store.get(job_id)
+    if record is None:
+        log.warning("job %s has no record (expired?); skipping", job_id)
+        return "missing"
+    if store.transition(job_id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,),
+                        worker=context.name) is None:
+        log.info("job %s is %s, not queued; skipping", job_id, record.status)
+        return "skipped"
+    started = time.perf_counter()
+    try:
+        images = _run(context, record)
+    except JobFailed as exc:
+        _fail(store, job_id, exc.code, exc.message)
+        return exc.code.value
+    except Exception as exc:
+        from rq.timeouts import JobTimeoutException
+
+        if isinstance(exc, JobTimeoutException):
+            _fail(store, job_id, FailureCode.TIMEOUT, "the job ran past its time limit")
+            return FailureCode.TIMEOUT.value
+        log.exception("job %s failed", job_id)
+        _fail(store, job_id, FailureCode.INTERNAL, f"the job failed: {type(exc).__name__}")
+        return FailureCode.INTERNAL.value
+    timings = {"run_s": round(time.perf_counter() - started, 4)}
+    store.transition(job_id, JobStatus.SUCCEEDED, allowed_from=(JobStatus.RUNNING,),
+                     images=[i.model_dump() for i in images], timings=timings)
+    log.info("job %s succeeded in %.2fs", job_id, timings["run_s"])
+    return JobStatus.SUCCEEDED.value
+
+
+def _fail(store: JobStore, job_id: str, code: FailureCode, message: str) -> None:
+    log.info("job %s failed: %s (%s)", job_id, message, code)
+    store.transition(job_id, JobStatus.FAILED, allowed_from=(JobStatus.QUEUED, JobStatus.RUNNING),
+                     error=JobError(code=code.value, message=message))
+
+
+def _run(context: WorkerContext, record: JobRecord) -> list[StoredImage]:
+    try:
+        params = record.typed_params()
+    except (ValidationError, ValueError) as exc:
+        raise JobFailed(FailureCode.INVALID_INPUT, f"the job's parameters are invalid: {exc}"
+                        ) from None
+    model = context.models.get(record.model)
+    if model is None:
+        raise JobFailed(FailureCode.MODEL_UNAVAILABLE,
+                        f"this worker does not hold model {record.model}")
+    on_step = ProgressWriter(context.store, record.id)
+    outputs = _generate(context, record, params, model, on_step)
+    return _store(context, record, params, outputs)
+
+
+def _generate(context: WorkerContext, record: JobRecord, params: AnyParams, model: Any,
+              on_step: ProgressWriter) -> list[Image.Image]:
+    if isinstance(params, Txt2ImgParams):
+        outputs: list[Image.Image] = model.txt2img(params, on_step)
+        return outputs
+    image = _input(context, record, "image", "RGB")
+    if isinstance(params, InpaintParams):
+        mask = _input(context, record, "mask", "L")
+        if mask.size != image.size:
+            raise JobFailed(FailureCode.INVALID_INPUT, "mask and image differ in size")
+        if mask.getextrema()[1] < 128:
+            raise JobFailed(FailureCode.INVALID_INPUT, "the mask is black: nothing to repaint")
+        canvas = inpaint_canvas(image, mask, params.mask_blur)
+    elif isinstance(params, OutpaintParams):
+        canvas = outpaint_canvas(image, params.outpaint, params.mask_blur)
+    else:  # pragma: no cover - parse_params admits no other type
+        raise JobFailed(FailureCode.INVALID_INPUT, f"unknown job type {record.type}")
+    outputs = model.inpaint_canvas(params, canvas, on_step)
+    return outputs
+
+
+def _input(context: WorkerContext, record: JobRecord, name: str, mode: str) -> Image.Image:
+    key = record.inputs.get(name)
+    if key is None:
+        raise JobFailed(FailureCode.INVALID_INPUT, f"the job has no {name}")
+    try:
+        data = context.storage.get(key)
+    except Exception:
+        raise JobFailed(FailureCode.INVALID_INPUT, f"the job's {name} is no longer stored"
+                        ) from None
+    return Image.open(io.BytesIO(data)).convert(mode)
+
+
+def _store(context: WorkerContext, record: JobRecord, params: AnyParams,
+           outputs: list[Image.Image]) -> list[StoredImage]:
+    fmt = OutputFormat(params.output_format)
+    stored = []
+    for index, (image, seed) in enumerate(zip(outputs, params.seeds(), strict=True)):
+        metadata = {**params.model_dump(mode="json", exclude={"priority", "n"}),
+                    "seed": seed, "job_id": record.id, "index": index}
+        key = job_key(record.id, f"{index}.{fmt.extension}")
+        context.storage.put(key, encode(image, fmt, metadata))
+        stored.append(StoredImage(key=key, width=image.width, height=image.height, seed=seed,
+                                  content_type=fmt.content_type))
+    return stored

@@ -1,0 +1,33 @@
+"""Settings of a worker process (env prefix `LATENTQ_`), on top of the shared ones."""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+
+from jobs.settings import Settings
+
+
+class WorkerSettings(Settings):
+    models: str = ""
+    """Comma-separated model ids this worker holds warm; empty means every catalogue model."""
+
+    device: str = "auto"
+    """`auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`. One process per GPU."""
+
+    attention: Literal["auto", "xformers", "sdpa"] = "auto"
+    """CUDA attention kernels: xformers when importable (auto), else PyTorch SDPA."""
+
+    torch_threads: int | None = Field(default=None, ge=1)
+    """Intra-op CPU threads. With W workers on C cores, C/W avoids oversubscription."""
+
+    worker_name: str | None = None
+    """Name in RQ and in `GET /v1/models`; default host:pid."""
+
+    def model_ids(self) -> list[str]:
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+
+@lru_cache
+def get_worker_settings() -> WorkerSettings:
+    return WorkerSettings()

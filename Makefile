@@ -34,7 +34,7 @@ test-fast: install
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobs app client
+	$(BIN)/mypy jobs app
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -26,8 +26,13 @@ _HTTP_CODES = {
 }
 
 
-def envelope(status: int, code: str, message: str, param: str | None = None,
-             headers: dict[str, str] | None = None) -> JSONResponse:
+def envelope(
+    status: int,
+    code: str,
+    message: str,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "param": param}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -58,7 +63,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unreachable during %s %s: %s", request.method, request.url.path, exc)
     return envelope(
-        503, "service_unavailable", "the job store (Redis) is not reachable; retry shortly",
+        503,
+        "service_unavailable",
+        "the job store (Redis) is not reachable; retry shortly",
         headers={"Retry-After": "5"},
     )
 

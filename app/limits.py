@@ -24,7 +24,8 @@ class BodyLimitMiddleware:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.limit:
                     response = envelope(
-                        413, PayloadTooLarge.code,
+                        413,
+                        PayloadTooLarge.code,
                         f"the request body is larger than {self.limit} bytes",
                     )
                     await response(scope, receive, send)

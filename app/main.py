@@ -53,8 +53,9 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         state = build_state(settings)
         app.state.latentq = state
         ids = ", ".join(m.id for m in state.jobs.catalog.models)
-        log.info("serving models %s; redis %s; files in %s", ids, settings.redis_url,
-                 state.storage.root)
+        log.info(
+            "serving models %s; redis %s; files in %s", ids, settings.redis_url, state.storage.root
+        )
         try:
             yield
         finally:
@@ -74,8 +75,9 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                                 summary=app.summary)
+            schema = get_openapi(
+                title=app.title, version=app.version, routes=app.routes, summary=app.summary
+            )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(PARAMS_SCHEMA.get("$defs", {}))
             app.openapi_schema = schema
@@ -83,4 +85,3 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-

@@ -117,12 +117,13 @@ class JobService:
             "steps": params.steps or model.default_steps,
             "scheduler": params.scheduler or model.scheduler,
             "guidance_scale": (
-                params.guidance_scale if params.guidance_scale is not None
+                params.guidance_scale
+                if params.guidance_scale is not None
                 else model.default_guidance
             ),
-            "seed": params.seed if params.seed is not None else secrets.randbelow(
-                defaults.SEED_MAX + 1
-            ),
+            "seed": params.seed
+            if params.seed is not None
+            else secrets.randbelow(defaults.SEED_MAX + 1),
             "negative_prompt": params.negative_prompt or "",
         }
         if isinstance(params, Txt2ImgParams):
@@ -133,8 +134,11 @@ class JobService:
     def _load_images(
         self, params: AnyParams, raw: dict[str, object], files: dict[str, bytes]
     ) -> dict[str, InputImage]:
-        wanted = [n for n in IMAGE_FIELDS if n == "image" and params.type.needs_image
-                  or n == "mask" and params.type.needs_mask]
+        wanted = [
+            n
+            for n in IMAGE_FIELDS
+            if n == "image" and params.type.needs_image or n == "mask" and params.type.needs_mask
+        ]
         for name in (*raw, *files):
             if name not in wanted:
                 raise InvalidRequest(f"{name} is not accepted for {params.type}", param=name)
@@ -154,6 +158,12 @@ class JobService:
             images[name] = load_image(data, name, mode=mode, **limits)
         if "mask" in images:
             image, mask = images["image"], images["mask"]
+            if mask.brightest < 128:
+                raise InvalidRequest(
+                    "mask has no white pixels, so nothing would be repainted; paint the areas "
+                    "to repaint white",
+                    param="mask",
+                )
             if (mask.width, mask.height) != (image.width, image.height):
                 raise InvalidRequest(
                     f"mask is {mask.width}x{mask.height} but image is "

@@ -7,7 +7,7 @@ pipelines). A TOML file:
 
     [[models]]
     id = "tiny-sd"
-    source = "../var/models/tiny-sd"   # a local diffusers folder (relative to this file) or a hub id
+    source = "var/models/tiny-sd"   # a diffusers folder (relative to this file) or a hub id
     family = "sd1"
     tasks = ["txt2img", "inpaint", "outpaint"]
     native_size = [512, 512]
@@ -59,7 +59,9 @@ class ModelEntry(BaseModel):
     tasks: tuple[JobType, ...] = (JobType.TXT2IMG, JobType.INPAINT, JobType.OUTPAINT)
     native_size: tuple[int, int] = (512, 512)
     default_steps: int = Field(default=30, ge=1, le=defaults.STEPS_MAX)
-    default_guidance: float = Field(default=defaults.GUIDANCE_DEFAULT, ge=0, le=defaults.GUIDANCE_MAX)
+    default_guidance: float = Field(
+        default=defaults.GUIDANCE_DEFAULT, ge=0, le=defaults.GUIDANCE_MAX
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     schedulers: tuple[str, ...] = ("euler", "euler_a", "ddim", "dpmpp_2m", "unipc")
     default_scheduler: str | None = None

@@ -27,6 +27,8 @@ class InputImage:
     png: bytes
     width: int
     height: int
+    brightest: int
+    """The highest channel value: a mask whose brightest pixel is below 128 repaints nothing."""
 
 
 def decode_base64(value: object, field: str, max_bytes: int) -> bytes:
@@ -46,7 +48,9 @@ def decode_base64(value: object, field: str, max_bytes: int) -> bytes:
         raise InvalidRequest(f"{field} is not valid base64", param=field) from None
 
 
-def load_image(data: bytes, field: str, *, max_bytes: int, max_pixels: int, mode: str) -> InputImage:
+def load_image(
+    data: bytes, field: str, *, max_bytes: int, max_pixels: int, mode: str
+) -> InputImage:
     """Check and normalise an input image; `mode` is "RGB" for images, "L" for masks."""
     if not data:
         raise InvalidImage(f"{field} is empty", param=field)
@@ -55,7 +59,9 @@ def load_image(data: bytes, field: str, *, max_bytes: int, max_pixels: int, mode
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=list(defaults.INPUT_IMAGE_FORMATS))
+            image: Image.Image = Image.open(
+                io.BytesIO(data), formats=list(defaults.INPUT_IMAGE_FORMATS)
+            )
             # Only the header is read so far: refuse huge canvases before decoding pixels.
             width, height = image.size
             if width * height > max_pixels:
@@ -87,4 +93,6 @@ def load_image(data: bytes, field: str, *, max_bytes: int, max_pixels: int, mode
         image = image.convert(mode)
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=1)
-    return InputImage(png=out.getvalue(), width=width, height=height)
+    histogram = image.histogram()  # 256 counts per channel
+    brightest = max(i % 256 for i, count in enumerate(histogram) if count)
+    return InputImage(png=out.getvalue(), width=width, height=height, brightest=brightest)

@@ -176,9 +176,8 @@ def parse_params(data: dict[str, Any]) -> AnyParams:
 
     Raises `ValueError` for an absent or unknown `type`, pydantic's `ValidationError` otherwise.
     """
-    raw_type = data.get("type")
     try:
-        job_type = JobType(raw_type)
+        job_type = JobType(data.get("type", ""))
     except ValueError:
         raise ValueError(
             "type is required: one of " + ", ".join(t.value for t in JobType)

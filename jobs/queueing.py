@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rq import Queue
@@ -78,7 +78,7 @@ class JobQueues:
         for p in Priority:
             queue = self.queue(record.model, p)
             if p is priority:
-                index = self.redis.lpos(queue.key, record.id)
+                index = cast(int | None, self.redis.lpos(queue.key, record.id))
                 return None if index is None else ahead + int(index) + 1
             ahead += int(self.redis.llen(queue.key))
         return None
@@ -86,7 +86,7 @@ class JobQueues:
 
 def live_workers(connection: redis.Redis) -> dict[str, list[dict[str, Any]]]:
     """Workers whose presence has not expired, by model id they hold warm."""
-    names = sorted(n.decode() for n in connection.smembers(keys.WORKERS))
+    names = sorted(n.decode() for n in cast(set[bytes], connection.smembers(keys.WORKERS)))
     if not names:
         return {}
     values = connection.mget([keys.worker(n) for n in names])
@@ -104,9 +104,7 @@ def live_workers(connection: redis.Redis) -> dict[str, list[dict[str, Any]]]:
     return by_model
 
 
-def announce_worker(
-    connection: redis.Redis, name: str, info: dict[str, Any], ttl_s: int
-) -> None:
+def announce_worker(connection: redis.Redis, name: str, info: dict[str, Any], ttl_s: int) -> None:
     """Refresh a worker's presence; it disappears `ttl_s` after the last call."""
     payload = json.dumps({**info, "name": name, "seen_at": time.time()})
     with connection.pipeline(transaction=False) as pipe:

@@ -8,7 +8,7 @@ replica or worker asks.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import redis
 from pydantic import BaseModel, ConfigDict
@@ -108,7 +108,7 @@ class JobStore:
         pipe.expire(key, self.ttl_s)
 
     def get(self, job_id: str) -> JobRecord | None:
-        raw = self.redis.hgetall(keys.job(job_id))
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(keys.job(job_id)))
         if not raw:
             return None
         return JobRecord.model_validate(

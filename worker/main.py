@@ -47,8 +47,9 @@ def model_source(catalog: Catalog, entry: ModelEntry) -> str:
     return str(path)
 
 
-def _heartbeat(connection: redis.Redis, name: str, info: dict[str, object],
-               stop: threading.Event) -> None:
+def _heartbeat(
+    connection: redis.Redis, name: str, info: dict[str, object], stop: threading.Event
+) -> None:
     while not stop.is_set():
         try:
             announce_worker(connection, name, info, defaults.WORKER_PRESENCE_TTL_S)
@@ -79,8 +80,9 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     for model_id in ids:
         entry = catalog.by_id[model_id]
         device = pick_device(settings.device, entry.dtype)
-        models[model_id] = WarmModel(entry, model_source(catalog, entry), device,
-                                     settings.attention)
+        models[model_id] = WarmModel(
+            entry, model_source(catalog, entry), device, settings.attention
+        )
 
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
     connection = redis.Redis.from_url(settings.redis_url)
@@ -106,8 +108,9 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     # The presence thread gets a client of its own: RQ retunes the socket timeouts of the
     # worker's connection pool for its blocking pops.
     presence = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
-    beat = threading.Thread(target=_heartbeat, args=(presence, name, info, stop),
-                            name="presence", daemon=True)
+    beat = threading.Thread(
+        target=_heartbeat, args=(presence, name, info, stop), name="presence", daemon=True
+    )
     beat.start()
     worker = SimpleWorker(queues, connection=connection, name=name, serializer=JSONSerializer)
     log.info("worker %s ready on %s", name, ", ".join(q.name for q in queues))
@@ -130,11 +133,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catalog", type=Path, help="the model catalogue file")
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LATENTQ_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LATENTQ_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     settings = get_worker_settings()
-    overrides = {k: v for k, v in (("models", args.models), ("device", args.device),
-                                   ("catalog", args.catalog)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("models", args.models), ("device", args.device), ("catalog", args.catalog))
+        if v is not None
+    }
     if overrides:
         settings = settings.model_copy(update=overrides)
     sys.exit(run(settings, burst=args.burst))

@@ -55,8 +55,9 @@ def pick_device(requested: str, dtype_name: str) -> Device:
 
 
 class WarmModel:
-    def __init__(self, entry: ModelEntry, source: str | Path, device: Device,
-                 attention: str = "auto") -> None:
+    def __init__(
+        self, entry: ModelEntry, source: str | Path, device: Device, attention: str = "auto"
+    ) -> None:
         from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
 
         started = time.perf_counter()
@@ -76,9 +77,14 @@ class WarmModel:
             self.inpaint.set_progress_bar_config(disable=True)
         self.load_s = time.perf_counter() - started
         self._warm_up()
-        log.info("model %s warm on %s (%s, %s attention) in %.2fs", entry.id,
-                 device.torch_device, str(device.dtype).removeprefix("torch."), self.attention,
-                 self.load_s)
+        log.info(
+            "model %s warm on %s (%s, %s attention) in %.2fs",
+            entry.id,
+            device.torch_device,
+            str(device.dtype).removeprefix("torch."),
+            self.attention,
+            self.load_s,
+        )
 
     def _fast_path(self, pipe: Any, attention: str) -> str:
         if not self.device.is_cuda:
@@ -102,8 +108,14 @@ class WarmModel:
         # One tiny run so the first job does not pay for tokenizer and kernel start-up.
         generator = torch.Generator("cpu").manual_seed(0)
         with torch.inference_mode():
-            self.base(prompt="warm up", num_inference_steps=1, width=64, height=64,
-                      generator=generator, output_type="latent")
+            self.base(
+                prompt="warm up",
+                num_inference_steps=1,
+                width=64,
+                height=64,
+                generator=generator,
+                output_type="latent",
+            )
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -111,8 +123,9 @@ class WarmModel:
         pipe = self._for_job(self.base, params.scheduler)
         return self._call(pipe, params, on_step, width=params.width, height=params.height)
 
-    def inpaint_canvas(self, params: Any, canvas: Canvas, on_step: StepCallback
-                       ) -> list[Image.Image]:
+    def inpaint_canvas(
+        self, params: Any, canvas: Canvas, on_step: StepCallback
+    ) -> list[Image.Image]:
         """Run the inpainting pipeline on a canvas and composite each output back over it."""
         if self.inpaint is None:
             raise ValueError(f"model {self.entry.id} cannot inpaint")
@@ -123,8 +136,16 @@ class WarmModel:
         if (run_w, run_h) != (width, height):
             image = image.resize((run_w, run_h), Image.Resampling.LANCZOS)
             mask = mask.resize((run_w, run_h), Image.Resampling.NEAREST)
-        outputs = self._call(pipe, params, on_step, image=image, mask_image=mask,
-                             strength=params.strength, width=run_w, height=run_h)
+        outputs = self._call(
+            pipe,
+            params,
+            on_step,
+            image=image,
+            mask_image=mask,
+            strength=params.strength,
+            width=run_w,
+            height=run_h,
+        )
         return [composite(out, canvas) for out in outputs]
 
     def _for_job(self, pipe: Any, scheduler: str) -> Any:
@@ -134,13 +155,15 @@ class WarmModel:
         pipe.scheduler = make_scheduler(scheduler, self._scheduler_config)
         return pipe
 
-    def _call(self, pipe: Any, params: Any, on_step: StepCallback, **kwargs: Any
-              ) -> list[Image.Image]:
+    def _call(
+        self, pipe: Any, params: Any, on_step: StepCallback, **kwargs: Any
+    ) -> list[Image.Image]:
         # CPU generators: the same seed gives the same starting noise on any device.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in params.seeds()]
 
-        def step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]
-                     ) -> dict[str, Any]:
+        def step_end(
+            pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]
+        ) -> dict[str, Any]:
             on_step(step + 1, pipeline.num_timesteps)
             return tensors
 

@@ -75,8 +75,12 @@ def execute(context: WorkerContext, job_id: str) -> str:
     if record is None:
         log.warning("job %s has no record (expired?); skipping", job_id)
         return "missing"
-    if store.transition(job_id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,),
-                        worker=context.name) is None:
+    if (
+        store.transition(
+            job_id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,), worker=context.name
+        )
+        is None
+    ):
         log.info("job %s is %s, not queued; skipping", job_id, record.status)
         return "skipped"
     started = time.perf_counter()
@@ -95,35 +99,51 @@ def execute(context: WorkerContext, job_id: str) -> str:
         _fail(store, job_id, FailureCode.INTERNAL, f"the job failed: {type(exc).__name__}")
         return FailureCode.INTERNAL.value
     timings = {"run_s": round(time.perf_counter() - started, 4)}
-    store.transition(job_id, JobStatus.SUCCEEDED, allowed_from=(JobStatus.RUNNING,),
-                     images=[i.model_dump() for i in images], timings=timings)
+    store.transition(
+        job_id,
+        JobStatus.SUCCEEDED,
+        allowed_from=(JobStatus.RUNNING,),
+        images=[i.model_dump() for i in images],
+        timings=timings,
+    )
     log.info("job %s succeeded in %.2fs", job_id, timings["run_s"])
     return JobStatus.SUCCEEDED.value
 
 
 def _fail(store: JobStore, job_id: str, code: FailureCode, message: str) -> None:
     log.info("job %s failed: %s (%s)", job_id, message, code)
-    store.transition(job_id, JobStatus.FAILED, allowed_from=(JobStatus.QUEUED, JobStatus.RUNNING),
-                     error=JobError(code=code.value, message=message))
+    store.transition(
+        job_id,
+        JobStatus.FAILED,
+        allowed_from=(JobStatus.QUEUED, JobStatus.RUNNING),
+        error=JobError(code=code.value, message=message),
+    )
 
 
 def _run(context: WorkerContext, record: JobRecord) -> list[StoredImage]:
     try:
         params = record.typed_params()
     except (ValidationError, ValueError) as exc:
-        raise JobFailed(FailureCode.INVALID_INPUT, f"the job's parameters are invalid: {exc}"
-                        ) from None
+        raise JobFailed(
+            FailureCode.INVALID_INPUT, f"the job's parameters are invalid: {exc}"
+        ) from None
     model = context.models.get(record.model)
     if model is None:
-        raise JobFailed(FailureCode.MODEL_UNAVAILABLE,
-                        f"this worker does not hold model {record.model}")
+        raise JobFailed(
+            FailureCode.MODEL_UNAVAILABLE, f"this worker does not hold model {record.model}"
+        )
     on_step = ProgressWriter(context.store, record.id)
     outputs = _generate(context, record, params, model, on_step)
     return _store(context, record, params, outputs)
 
 
-def _generate(context: WorkerContext, record: JobRecord, params: AnyParams, model: Any,
-              on_step: ProgressWriter) -> list[Image.Image]:
+def _generate(
+    context: WorkerContext,
+    record: JobRecord,
+    params: AnyParams,
+    model: Any,
+    on_step: ProgressWriter,
+) -> list[Image.Image]:
     if isinstance(params, Txt2ImgParams):
         outputs: list[Image.Image] = model.txt2img(params, on_step)
         return outputs
@@ -150,20 +170,33 @@ def _input(context: WorkerContext, record: JobRecord, name: str, mode: str) -> I
     try:
         data = context.storage.get(key)
     except Exception:
-        raise JobFailed(FailureCode.INVALID_INPUT, f"the job's {name} is no longer stored"
-                        ) from None
+        raise JobFailed(
+            FailureCode.INVALID_INPUT, f"the job's {name} is no longer stored"
+        ) from None
     return Image.open(io.BytesIO(data)).convert(mode)
 
 
-def _store(context: WorkerContext, record: JobRecord, params: AnyParams,
-           outputs: list[Image.Image]) -> list[StoredImage]:
+def _store(
+    context: WorkerContext, record: JobRecord, params: AnyParams, outputs: list[Image.Image]
+) -> list[StoredImage]:
     fmt = OutputFormat(params.output_format)
     stored = []
     for index, (image, seed) in enumerate(zip(outputs, params.seeds(), strict=True)):
-        metadata = {**params.model_dump(mode="json", exclude={"priority", "n"}),
-                    "seed": seed, "job_id": record.id, "index": index}
+        metadata = {
+            **params.model_dump(mode="json", exclude={"priority", "n"}),
+            "seed": seed,
+            "job_id": record.id,
+            "index": index,
+        }
         key = job_key(record.id, f"{index}.{fmt.extension}")
         context.storage.put(key, encode(image, fmt, metadata))
-        stored.append(StoredImage(key=key, width=image.width, height=image.height, seed=seed,
-                                  content_type=fmt.content_type))
+        stored.append(
+            StoredImage(
+                key=key,
+                width=image.width,
+                height=image.height,
+                seed=seed,
+                content_type=fmt.content_type,
+            )
+        )
     return stored

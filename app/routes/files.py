@@ -14,8 +14,10 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 def get_file(key: str, state: StateDep, expires: str = "", sig: str = "") -> FileResponse:
     """The file's bytes, if the URL's signature is valid and has not expired."""
     if not expires or not sig:
-        raise Forbidden("file URLs must carry expires and sig; use the URL from the job",
-                        code="invalid_signature")
+        raise Forbidden(
+            "file URLs must carry expires and sig; use the URL from the job",
+            code="invalid_signature",
+        )
     state.storage.verify(key, expires, sig)
     path = state.storage.path(key)
     if not path.is_file():

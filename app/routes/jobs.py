@@ -60,11 +60,12 @@ async def _read_submission(request: Request) -> Submission:
     if content_type == "application/json" or content_type.endswith("+json"):
         body = await request.body()
         return Submission(fields=_json_object(body, "the request body"), files={})
-    if content_type == "multipart/form-data":
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         limit = request.app.state.latentq.settings.max_request_bytes
         try:
-            form = await request.form(max_files=len(IMAGE_FIELDS), max_fields=8,
-                                      max_part_size=limit)
+            form = await request.form(
+                max_files=len(IMAGE_FIELDS), max_fields=8, max_part_size=limit
+            )
         except LatentqError:
             raise
         except Exception as exc:  # starlette raises its own parse errors for broken forms
@@ -85,8 +86,9 @@ async def _read_submission(request: Request) -> Submission:
                     f"unexpected form field {name!r}; put the job's fields in 'params'", param=name
                 )
         if params_text is None:
-            raise InvalidRequest("the form needs a 'params' part holding the job as JSON",
-                                 param="params")
+            raise InvalidRequest(
+                "the form needs a 'params' part holding the job as JSON", param="params"
+            )
         return Submission(fields=_json_object(params_text.encode(), "params"), files=files)
     raise UnsupportedMediaType(
         "send the job as application/json, or as multipart/form-data with a params part"
@@ -117,4 +119,3 @@ async def submit_job(request: Request, jobs: JobsDep) -> JSONResponse:
 def get_job(job_id: str, request: Request, jobs: JobsDep) -> JSONResponse:
     """The Job, or 404."""
     return JSONResponse(jobs.view(jobs.get(job_id), str(request.base_url)))
-

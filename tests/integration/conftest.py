@@ -28,8 +28,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="session")
-def service(redis_server: RedisServer, tiny_model: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(
+    redis_server: RedisServer, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     """One worker serving the tiny models, and the API."""
     workdir = tmp_path_factory.mktemp("service")
     catalog = write_catalog(workdir / "models.toml", tiny_model)

@@ -25,8 +25,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str,
-             proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+def wait_for(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -81,13 +86,28 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed (make test installs it)")
         self.process = spawn(
             f"redis-{self.port}",
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
-            dict(os.environ), self.workdir,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+            ],
+            dict(os.environ),
+            self.workdir,
         )
         client = redis.Redis(port=self.port)
-        wait_for(lambda: bool(client.ping()), 10, "redis-server", self.process.proc,
-                 self.process.log)
+        wait_for(
+            lambda: bool(client.ping()), 10, "redis-server", self.process.proc, self.process.log
+        )
 
     def stop(self) -> None:
         if self.process:
@@ -121,13 +141,30 @@ class Service:
         self.api_port = free_port()
         process = spawn(
             "api",
-            [PYTHON, "-m", "uvicorn", "--factory", "app.main:create_app",
-             "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning"],
-            self.env, self.workdir,
+            [
+                PYTHON,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "app.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.api_port),
+                "--log-level",
+                "warning",
+            ],
+            self.env,
+            self.workdir,
         )
         self.processes.append(process)
-        wait_for(lambda: httpx.get(f"{self.base_url}/healthz").status_code == 200, 30, "api",
-                 process.proc, process.log)
+        wait_for(
+            lambda: httpx.get(f"{self.base_url}/healthz").status_code == 200,
+            30,
+            "api",
+            process.proc,
+            process.log,
+        )
         return process
 
     def wait_for_workers(self, model: str, count: int, timeout: float = 120) -> None:
@@ -136,8 +173,13 @@ class Service:
             return any(m["id"] == model and m["workers"] >= count for m in models)
 
         worker = next((p for p in reversed(self.processes) if p.name != "api"), None)
-        wait_for(ready, timeout, f"{count} worker(s) for {model}",
-                 worker.proc if worker else None, worker.log if worker else None)
+        wait_for(
+            ready,
+            timeout,
+            f"{count} worker(s) for {model}",
+            worker.proc if worker else None,
+            worker.log if worker else None,
+        )
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -145,8 +187,9 @@ class Service:
         self.processes.clear()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.log.read_text()[-3000:]}" for p in self.processes
-                         if p.log.exists())
+        return "\n".join(
+            f"--- {p.name}\n{p.log.read_text()[-3000:]}" for p in self.processes if p.log.exists()
+        )
 
 
 def write_catalog(path: Path, model_dir: Path) -> Path:
@@ -176,13 +219,15 @@ schedulers = ["euler"]
 
 def service_env(redis_url: str, data_dir: Path, catalog: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTQ_")}
-    env.update({
-        "LATENTQ_REDIS_URL": redis_url,
-        "LATENTQ_DATA_DIR": str(data_dir),
-        "LATENTQ_CATALOG": str(catalog),
-        "LATENTQ_TORCH_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    })
+    env.update(
+        {
+            "LATENTQ_REDIS_URL": redis_url,
+            "LATENTQ_DATA_DIR": str(data_dir),
+            "LATENTQ_CATALOG": str(catalog),
+            "LATENTQ_TORCH_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+    )
     return env

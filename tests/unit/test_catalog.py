@@ -60,10 +60,15 @@ def test_relative_sources_resolve_against_the_file(tmp_path: Path) -> None:
         ('[[models]]\nid = "A B"\nsource = "s"\nfamily = "sd1"', "lowercase"),
         ('[[models]]\nid = "a"\nsource = "s"\nfamily = "dalle"', "family"),
         ('[[models]]\nid = "a"\nsource = "s"\nfamily = "sd1"\nschedulers = ["warp"]', "warp"),
-        ('[[models]]\nid = "a"\nsource = "s"\nfamily = "sd1"\nnative_size = [500, 512]',
-         "multiples"),
-        ('[[models]]\nid = "a"\nsource = "s"\nfamily = "sd1"\n[[models]]\nid = "a"\n'
-         'source = "t"\nfamily = "sd1"', "unique"),
+        (
+            '[[models]]\nid = "a"\nsource = "s"\nfamily = "sd1"\nnative_size = [500, 512]',
+            "multiples",
+        ),
+        (
+            '[[models]]\nid = "a"\nsource = "s"\nfamily = "sd1"\n[[models]]\nid = "a"\n'
+            'source = "t"\nfamily = "sd1"',
+            "unique",
+        ),
         ('[[models]]\nid = "a"\nsource = "s"\nfamily = "sd1"\ncolour = 1', "colour"),
         ("not toml [", "not valid TOML"),
     ],

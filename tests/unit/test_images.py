@@ -68,8 +68,9 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
 @pytest.mark.parametrize("size", [(63, 64), (64, 32), (2049, 64)])
 def test_sides_out_of_range(size: tuple[int, int]) -> None:
     with pytest.raises(InvalidRequest, match="each side"):
-        load_image(encoded(rgb(*size), "PNG"), "image", mode="RGB",
-                   max_bytes=2**24, max_pixels=2**24)
+        load_image(
+            encoded(rgb(*size), "PNG"), "image", mode="RGB", max_bytes=2**24, max_pixels=2**24
+        )
 
 
 def test_transparency_becomes_white_and_masks_become_grey() -> None:
@@ -84,8 +85,7 @@ def test_exif_orientation_is_applied() -> None:
     image = rgb(96, 64)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° on display
-    loaded = load_image(encoded(image, "JPEG", exif=exif.tobytes()), "image", mode="RGB",
-                        **LIMITS)
+    loaded = load_image(encoded(image, "JPEG", exif=exif.tobytes()), "image", mode="RGB", **LIMITS)
     assert (loaded.width, loaded.height) == (64, 96)
 
 

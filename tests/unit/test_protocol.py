@@ -135,8 +135,7 @@ def test_seeds_are_consecutive_and_wrap() -> None:
 
 def test_statuses() -> None:
     assert not JobStatus.QUEUED.is_terminal() and not JobStatus.RUNNING.is_terminal()
-    assert all(s.is_terminal() for s in (JobStatus.SUCCEEDED, JobStatus.FAILED,
-                                         JobStatus.CANCELED))
+    assert all(s.is_terminal() for s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED))
 
 
 def test_job_ids() -> None:

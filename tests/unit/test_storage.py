@@ -62,8 +62,19 @@ def test_signature_depends_on_the_secret(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["../secret", "jobs/../../etc/passwd", "/etc/passwd", "jobs/./x", "jobs//x", ".hidden",
-     "jobs/.signing.key", "", "jobs/x\x00", "a\\b", "jobs/x/"],
+    [
+        "../secret",
+        "jobs/../../etc/passwd",
+        "/etc/passwd",
+        "jobs/./x",
+        "jobs//x",
+        ".hidden",
+        "jobs/.signing.key",
+        "",
+        "jobs/x\x00",
+        "a\\b",
+        "jobs/x/",
+    ],
 )
 def test_traversal_and_odd_keys_are_refused(storage: LocalStorage, key: str) -> None:
     with pytest.raises(FileNotFound):

@@ -1,0 +1,58 @@
+"""Small client helpers for the integration tests."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+
+def submit(api: httpx.Client, **body: Any) -> dict[str, Any]:
+    response = api.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/v1/jobs/{response.json()['id']}"
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def wait(api: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            return job
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} did not end in {timeout}s")
+
+
+def run(api: httpx.Client, **body: Any) -> dict[str, Any]:
+    job = wait(api, submit(api, **body)["id"])
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def fetch(api: httpx.Client, url: str) -> tuple[Image.Image, httpx.Response]:
+    response = api.get(url)
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content)), response
+
+
+def pixels(api: httpx.Client, job: dict[str, Any], index: int = 0) -> np.ndarray:
+    image, _ = fetch(api, job["result"]["images"][index]["url"])
+    return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
+def png_b64(image: Image.Image) -> str:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")

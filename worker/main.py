@@ -70,9 +70,15 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         log.error("models %s are not in the catalogue %s", unknown, settings.catalog)
         return 2
 
+    # Library chatter (progress bars, optional-backend notices) would bury the worker's log.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import diffusers
     import torch
 
     from worker.pipelines import WarmModel, pick_device
+
+    diffusers.utils.logging.disable_progress_bar()
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)

@@ -1,0 +1,128 @@
+"""What happens when things go wrong: jobs fail cleanly, Redis down means 503, never 500."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from jobs import keys
+from jobs.protocol import JobStatus, JobType, new_job_id, utcnow
+from jobs.records import JobRecord, JobStore, Progress
+from tests.integration.helpers import noise_image, png_b64, submit, wait
+from tests.integration.services import (
+    RedisServer,
+    Service,
+    free_port,
+    service_env,
+    write_catalog,
+)
+
+
+def enqueue_raw(service: Service, record: JobRecord) -> None:
+    """Put a record on the queue behind the API's back, as a bad actor or a bug could."""
+    client = service.redis.client()
+    store = JobStore(client, 600)
+    queue = Queue(keys.queue(record.model, "normal"), connection=client,
+                  serializer=JSONSerializer)
+    with client.pipeline() as pipe:
+        pipe.multi()
+        store.create(record, pipe)
+        queue.enqueue_call(keys.RUN_JOB, args=(record.id,), job_id=record.id, result_ttl=0,
+                           pipeline=pipe)
+        pipe.execute()
+
+
+def record(**fields: object) -> JobRecord:
+    base: dict[str, object] = {
+        "id": new_job_id(), "type": JobType.TXT2IMG, "model": "tiny",
+        "status": JobStatus.QUEUED, "created_at": utcnow(),
+        "progress": Progress(step=0, total_steps=2),
+        "params": {"type": "txt2img", "model": "tiny", "prompt": "x", "steps": 2, "seed": 1,
+                   "width": 64, "height": 64, "scheduler": "euler", "guidance_scale": 5.0},
+    }
+    return JobRecord.model_validate({**base, **fields})
+
+
+def test_invalid_params_in_the_queue_fail_the_job_not_the_worker(
+    api: httpx.Client, service: Service
+) -> None:
+    bad = record(params={"type": "txt2img", "model": "tiny", "prompt": "x", "steps": 999})
+    enqueue_raw(service, bad)
+    job = wait(api, bad.id)
+    assert job["status"] == "failed" and job["error"]["code"] == "invalid_input"
+    assert "steps" in job["error"]["message"]
+    # The worker goes on with the next job.
+    after = wait(api, submit(api, type="txt2img", prompt="next", steps=2)["id"])
+    assert after["status"] == "succeeded"
+
+
+def test_lost_input_fails_the_job(api: httpx.Client, service: Service) -> None:
+    lost = record(type=JobType.OUTPAINT, inputs={"image": "jobs/j_gone/input-image.png"},
+                  params={"type": "outpaint", "model": "tiny", "prompt": "x", "steps": 2,
+                          "seed": 1, "outpaint": {"left": 8}, "scheduler": "euler",
+                          "guidance_scale": 5.0})
+    enqueue_raw(service, lost)
+    job = wait(api, lost.id)
+    assert job["status"] == "failed" and job["error"]["code"] == "invalid_input"
+
+
+def test_a_job_is_run_at_most_once_per_status(api: httpx.Client, service: Service) -> None:
+    done = wait(api, submit(api, type="txt2img", prompt="once", steps=2)["id"])
+    assert done["status"] == "succeeded"
+    # The same id enqueued again (a duplicate delivery) leaves the finished job alone.
+    client = service.redis.client()
+    queue = Queue(keys.queue("tiny", "normal"), connection=client, serializer=JSONSerializer)
+    queue.enqueue_call(keys.RUN_JOB, args=(done["id"],), result_ttl=0)
+    time.sleep(1.0)
+    again = api.get(f"/v1/jobs/{done['id']}").json()
+    assert again["status"] == "succeeded" and again["finished_at"] == done["finished_at"]
+
+
+@pytest.fixture
+def api_without_redis(tiny_model: Path, tmp_path: Path) -> Iterator[tuple[Service, RedisServer]]:
+    server = RedisServer(free_port(), tmp_path / "redis")
+    server.workdir.mkdir()
+    server.start()
+    catalog = write_catalog(tmp_path / "models.toml", tiny_model)
+    env = service_env(server.url, tmp_path / "data", catalog)
+    svc = Service(redis=server, workdir=tmp_path, env=env)
+    svc.start_api()
+    try:
+        yield svc, server
+    finally:
+        svc.stop()
+        server.stop()
+
+
+def test_redis_down_gives_503_and_recovers(
+    api_without_redis: tuple[Service, RedisServer],
+) -> None:
+    svc, server = api_without_redis
+    with httpx.Client(base_url=svc.base_url, timeout=30) as client:
+        assert client.get("/readyz").status_code == 200
+        server.stop()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"]["code"] == "service_unavailable"
+        image = png_b64(noise_image(64, 64))
+        for body in ({"type": "txt2img", "prompt": "x"},
+                     {"type": "outpaint", "prompt": "x", "image": image,
+                      "outpaint": {"left": 8}}):
+            down = client.post("/v1/jobs", json=body)
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "service_unavailable"
+            assert down.headers["retry-after"]
+        assert client.get("/v1/jobs/j_" + "a" * 22).status_code == 503
+        assert client.get("/v1/models").status_code == 503
+        assert client.get("/metrics").status_code == 200
+        assert client.get("/healthz").status_code == 200
+        server.start()
+        assert client.get("/readyz").status_code == 200
+        accepted = client.post("/v1/jobs", json={"type": "txt2img", "prompt": "back"})
+        assert accepted.status_code == 202

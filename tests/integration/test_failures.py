@@ -28,23 +28,35 @@ def enqueue_raw(service: Service, record: JobRecord) -> None:
     """Put a record on the queue behind the API's back, as a bad actor or a bug could."""
     client = service.redis.client()
     store = JobStore(client, 600)
-    queue = Queue(keys.queue(record.model, "normal"), connection=client,
-                  serializer=JSONSerializer)
+    queue = Queue(keys.queue(record.model, "normal"), connection=client, serializer=JSONSerializer)
     with client.pipeline() as pipe:
         pipe.multi()
         store.create(record, pipe)
-        queue.enqueue_call(keys.RUN_JOB, args=(record.id,), job_id=record.id, result_ttl=0,
-                           pipeline=pipe)
+        queue.enqueue_call(
+            keys.RUN_JOB, args=(record.id,), job_id=record.id, result_ttl=0, pipeline=pipe
+        )
         pipe.execute()
 
 
 def record(**fields: object) -> JobRecord:
     base: dict[str, object] = {
-        "id": new_job_id(), "type": JobType.TXT2IMG, "model": "tiny",
-        "status": JobStatus.QUEUED, "created_at": utcnow(),
+        "id": new_job_id(),
+        "type": JobType.TXT2IMG,
+        "model": "tiny",
+        "status": JobStatus.QUEUED,
+        "created_at": utcnow(),
         "progress": Progress(step=0, total_steps=2),
-        "params": {"type": "txt2img", "model": "tiny", "prompt": "x", "steps": 2, "seed": 1,
-                   "width": 64, "height": 64, "scheduler": "euler", "guidance_scale": 5.0},
+        "params": {
+            "type": "txt2img",
+            "model": "tiny",
+            "prompt": "x",
+            "steps": 2,
+            "seed": 1,
+            "width": 64,
+            "height": 64,
+            "scheduler": "euler",
+            "guidance_scale": 5.0,
+        },
     }
     return JobRecord.model_validate({**base, **fields})
 
@@ -63,10 +75,20 @@ def test_invalid_params_in_the_queue_fail_the_job_not_the_worker(
 
 
 def test_lost_input_fails_the_job(api: httpx.Client, service: Service) -> None:
-    lost = record(type=JobType.OUTPAINT, inputs={"image": "jobs/j_gone/input-image.png"},
-                  params={"type": "outpaint", "model": "tiny", "prompt": "x", "steps": 2,
-                          "seed": 1, "outpaint": {"left": 8}, "scheduler": "euler",
-                          "guidance_scale": 5.0})
+    lost = record(
+        type=JobType.OUTPAINT,
+        inputs={"image": "jobs/j_gone/input-image.png"},
+        params={
+            "type": "outpaint",
+            "model": "tiny",
+            "prompt": "x",
+            "steps": 2,
+            "seed": 1,
+            "outpaint": {"left": 8},
+            "scheduler": "euler",
+            "guidance_scale": 5.0,
+        },
+    )
     enqueue_raw(service, lost)
     job = wait(api, lost.id)
     assert job["status"] == "failed" and job["error"]["code"] == "invalid_input"
@@ -111,9 +133,10 @@ def test_redis_down_gives_503_and_recovers(
         assert ready.status_code == 503
         assert ready.json()["error"]["code"] == "service_unavailable"
         image = png_b64(noise_image(64, 64))
-        for body in ({"type": "txt2img", "prompt": "x"},
-                     {"type": "outpaint", "prompt": "x", "image": image,
-                      "outpaint": {"left": 8}}):
+        for body in (
+            {"type": "txt2img", "prompt": "x"},
+            {"type": "outpaint", "prompt": "x", "image": image, "outpaint": {"left": 8}},
+        ):
             down = client.post("/v1/jobs", json=body)
             assert down.status_code == 503, down.text
             assert down.json()["error"]["code"] == "service_unavailable"

@@ -20,8 +20,12 @@ def store(redis_server: RedisServer) -> Iterator[JobStore]:
 
 def create(store: JobStore) -> JobRecord:
     record = JobRecord(
-        id=new_job_id(), type=JobType.TXT2IMG, model="m", status=JobStatus.QUEUED,
-        created_at=utcnow(), progress=Progress(step=0, total_steps=4),
+        id=new_job_id(),
+        type=JobType.TXT2IMG,
+        model="m",
+        status=JobStatus.QUEUED,
+        created_at=utcnow(),
+        progress=Progress(step=0, total_steps=4),
         params={"type": "txt2img", "prompt": "p"},
     )
     with store.redis.pipeline() as pipe:
@@ -39,37 +43,53 @@ def test_a_record_round_trips_and_expires(store: JobStore) -> None:
 
 def test_transitions_are_timestamped_and_terminal_is_final(store: JobStore) -> None:
     record = create(store)
-    assert store.transition(record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,),
-                            worker="w1") is JobStatus.QUEUED
+    assert (
+        store.transition(
+            record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,), worker="w1"
+        )
+        is JobStatus.QUEUED
+    )
     running = store.get(record.id)
     assert running and running.status is JobStatus.RUNNING and running.started_at
     assert running.worker == "w1" and running.finished_at is None
     # Only one of two racing workers gets the job.
-    assert store.transition(record.id, JobStatus.RUNNING,
-                            allowed_from=(JobStatus.QUEUED,)) is None
+    assert store.transition(record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,)) is None
     assert store.set_progress(record.id, 2, 4)
-    assert store.transition(record.id, JobStatus.FAILED, allowed_from=(JobStatus.RUNNING,),
-                            error=JobError(code="internal", message="boom")) is JobStatus.RUNNING
+    assert (
+        store.transition(
+            record.id,
+            JobStatus.FAILED,
+            allowed_from=(JobStatus.RUNNING,),
+            error=JobError(code="internal", message="boom"),
+        )
+        is JobStatus.RUNNING
+    )
     failed = store.get(record.id)
     assert failed and failed.status is JobStatus.FAILED and failed.finished_at
     assert failed.error == JobError(code="internal", message="boom")
     assert failed.progress == Progress(step=2, total_steps=4)
     for target in JobStatus:
-        assert store.transition(record.id, target, allowed_from=tuple(
-            s for s in JobStatus if not s.is_terminal())) is None
+        assert (
+            store.transition(
+                record.id, target, allowed_from=tuple(s for s in JobStatus if not s.is_terminal())
+            )
+            is None
+        )
     # A late progress write cannot touch an ended job.
     assert not store.set_progress(record.id, 3, 4)
     assert store.get(record.id) == failed
 
 
 def test_missing_record_never_transitions(store: JobStore) -> None:
-    assert store.transition(new_job_id(), JobStatus.RUNNING,
-                            allowed_from=(JobStatus.QUEUED,)) is None
+    assert (
+        store.transition(new_job_id(), JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,)) is None
+    )
     assert store.redis.keys("latentq:job:*") == []
 
 
 def test_unknown_fields_are_refused(store: JobStore) -> None:
     record = create(store)
     with pytest.raises(ValueError, match="no record field"):
-        store.transition(record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,),
-                         colour="red")
+        store.transition(
+            record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,), colour="red"
+        )

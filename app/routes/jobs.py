@@ -100,6 +100,8 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedBody(f"{what} is nested too deeply") from None
     if not isinstance(value, dict):
         raise MalformedBody(f"{what} must be a JSON object")
     return value

@@ -223,6 +223,12 @@ def test_bad_request_gets_a_4xx_envelope(
         (b'"a string"', "application/json", 400),
         (b"\xff\xfe", "application/json", 400),
         (b"", "application/json", 400),
+        (b"[" * 100_000, "application/json", 400),
+        (
+            b'{"type": "txt2img", "prompt": "x", "seed": 1' + b"0" * 5000 + b"}",
+            "application/json",
+            400,
+        ),
         (b"type=txt2img", "application/x-www-form-urlencoded", 422),
         (b"hello", "text/plain", 415),
         (b"{}", "", 415),

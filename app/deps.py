@@ -8,6 +8,7 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
+from app.events import EventHub
 from app.service import JobService
 from app.settings import AppSettings
 from jobs.storage import LocalStorage
@@ -19,6 +20,7 @@ class State:
     redis: redis.Redis
     storage: LocalStorage
     jobs: JobService
+    hub: EventHub
 
 
 def get_state(request: Request) -> State:

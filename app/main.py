@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app import errors
 from app.deps import State
+from app.events import EventHub
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
 from app.routes import files, health, jobs, models
@@ -42,6 +43,7 @@ def build_state(settings: AppSettings) -> State:
         redis=connection,
         storage=storage,
         jobs=JobService(settings, catalog, store, queues, storage),
+        hub=EventHub(settings.redis_url),
     )
 
 
@@ -56,9 +58,11 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         log.info(
             "serving models %s; redis %s; files in %s", ids, settings.redis_url, state.storage.root
         )
+        await state.hub.start()
         try:
             yield
         finally:
+            await state.hub.stop()
             state.redis.close()
 
     app = FastAPI(

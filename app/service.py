@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from app.settings import AppSettings
 from jobs import defaults
 from jobs.catalog import Catalog, ModelEntry
-from jobs.errors import InvalidRequest, JobNotFound, ModelNotFound
+from jobs.errors import InvalidRequest, JobNotCancelable, JobNotFound, ModelNotFound
 from jobs.images import InputImage, decode_base64, load_image
 from jobs.protocol import (
     IMAGE_FIELDS,
@@ -33,6 +33,7 @@ from jobs.protocol import (
 from jobs.queueing import JobQueues, live_workers
 from jobs.records import JobRecord, JobStore, Progress
 from jobs.storage import LocalStorage, job_key
+from jobs.views import job_view
 
 log = logging.getLogger(__name__)
 
@@ -192,45 +193,37 @@ class JobService:
 
     def view(self, record: JobRecord, base_url: str) -> dict[str, Any]:
         """The Job object of API.md, with fresh signed URLs."""
-        base = (self.settings.public_url or base_url).rstrip("/")
-        ttl = self.settings.url_ttl_s
-        result = None
-        if record.status is JobStatus.SUCCEEDED and record.images is not None:
-            result = {
-                "images": [
-                    {
-                        "url": base + self.storage.signed_path(image.key, ttl),
-                        "width": image.width,
-                        "height": image.height,
-                        "seed": image.seed,
-                        "content_type": image.content_type,
-                    }
-                    for image in record.images
-                ]
-            }
         position = None
         if record.status is JobStatus.QUEUED:
             priority = Priority(record.params.get("priority", Priority.NORMAL))
             position = self.queues.position(record, priority)
-        return {
-            "id": record.id,
-            "type": record.type,
-            "model": record.model,
-            "status": record.status,
-            "created_at": record.created_at,
-            "started_at": record.started_at,
-            "finished_at": record.finished_at,
-            "queue_position": position,
-            "progress": {
-                "step": record.progress.step,
-                "total_steps": record.progress.total_steps,
-                "fraction": record.progress.fraction,
-            },
-            "params": record.params,
-            "result": result,
-            "error": record.error.model_dump() if record.error else None,
-            "timings": record.timings,
-        }
+        return job_view(
+            record,
+            self.storage,
+            base_url=self.settings.public_url or base_url,
+            url_ttl_s=self.settings.url_ttl_s,
+            queue_position=position,
+        )
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a queued or running job; `JobNotCancelable` once it has ended.
+
+        A queued job is taken off its queue; a running one is marked canceled here and its
+        worker stops at the next step, when it sees the status.
+        """
+        record = self.get(job_id)
+        active = (JobStatus.QUEUED, JobStatus.RUNNING)
+        previous = self.store.transition(job_id, JobStatus.CANCELED, allowed_from=active)
+        if previous is None:
+            record = self.get(job_id)
+            raise JobNotCancelable(
+                f"job {job_id} has already ended ({record.status.value}); nothing to cancel"
+            )
+        if previous is JobStatus.QUEUED:
+            priority = Priority(record.params.get("priority", Priority.NORMAL))
+            self.queues.remove(record, priority)
+        log.info("canceled %s (was %s)", job_id, previous.value)
+        return self.get(job_id)
 
     def models(self) -> list[dict[str, Any]]:
         workers = live_workers(self.queues.redis)

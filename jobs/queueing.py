@@ -72,6 +72,15 @@ class JobQueues:
             )
             pipe.execute()
 
+    def remove(self, record: JobRecord, priority: Priority) -> None:
+        """Take a job off its queue, and drop RQ's copy of it (it was canceled while waiting)."""
+        queue = self.queue(record.model, priority)
+        rq_job = queue.fetch_job(record.id)
+        if rq_job is not None:
+            rq_job.delete(remove_from_queue=True)
+        else:
+            queue.remove(record.id)
+
     def position(self, record: JobRecord, priority: Priority) -> int | None:
         """1 for the next job a worker of this model will take; None when not waiting."""
         ahead = 0

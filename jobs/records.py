@@ -13,13 +13,15 @@ from typing import Any, cast
 import redis
 from pydantic import BaseModel, ConfigDict
 
-from jobs import keys
+from jobs import events, keys
 from jobs.protocol import AnyParams, JobStatus, JobType, parse_params, utcnow
 
 
 class Progress(BaseModel):
     step: int = 0
     total_steps: int = 0
+    eta_s: float | None = None
+    """Seconds the running job still needs, estimated from its steps so far."""
 
     @property
     def fraction(self) -> float:
@@ -66,22 +68,26 @@ class JobRecord(BaseModel):
 
 _FIELDS = tuple(JobRecord.model_fields)
 
-# KEYS[1] the record; ARGV[1] the new status; ARGV[2] the statuses it may come from,
-# comma-separated; ARGV[3..] field/value pairs to set with it. Returns the previous status,
-# or false when the record is missing or the move is not allowed.
+# KEYS[1] the record, KEYS[2] its event channel; ARGV[1] the new status; ARGV[2] the statuses
+# it may come from, comma-separated; ARGV[3] the message to publish; ARGV[4..] field/value
+# pairs to set with it. Returns the previous status, or false when the record is missing or
+# the move is not allowed.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return false end
 local from = ',' .. ARGV[2] .. ','
 if not string.find(from, ',' .. current .. ',', 1, true) then return false end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 4))
+redis.call('PUBLISH', KEYS[2], ARGV[3])
 return current
 """
 
 # Progress is written only while the job runs, so a late step cannot touch an ended job.
+# KEYS[1] the record, KEYS[2] its channel; ARGV[1] progress, ARGV[2] "running", ARGV[3] message.
 _PROGRESS = """
 if redis.call('HGET', KEYS[1], 'status') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'progress', ARGV[1])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
 """
 
@@ -133,15 +139,31 @@ class JobStore:
         elif to.is_terminal():
             fields.setdefault("finished_at", utcnow())
         # Statuses are compared in their stored (JSON) form.
-        args = [_encode(to.value), ",".join(_encode(s.value) for s in allowed_from)]
+        args = [
+            _encode(to.value),
+            ",".join(_encode(s.value) for s in allowed_from),
+            events.status_message(to.value),
+        ]
         for name, value in fields.items():
             if name not in _FIELDS:
                 raise ValueError(f"no record field {name!r}")
             args += [name, _encode(value)]
-        previous = self._transition(keys=[keys.job(job_id)], args=args)
+        previous = self._transition(keys=[keys.job(job_id), events.channel(job_id)], args=args)
         return JobStatus(json.loads(previous)) if previous else None
 
-    def set_progress(self, job_id: str, step: int, total_steps: int) -> bool:
-        progress = _encode(Progress(step=step, total_steps=total_steps))
+    def set_progress(self, job_id: str, progress: Progress) -> bool:
+        """Write and publish progress; False (nothing written) when the job is not running."""
+        message = json.dumps(
+            {"event": "progress", **progress.model_dump(), "fraction": progress.fraction},
+            separators=(",", ":"),
+        )
         running = _encode(JobStatus.RUNNING.value)
-        return bool(self._progress(keys=[keys.job(job_id)], args=[progress, running]))
+        written = self._progress(
+            keys=[keys.job(job_id), events.channel(job_id)],
+            args=[_encode(progress), running, message],
+        )
+        return bool(written)
+
+    def status(self, job_id: str) -> JobStatus | None:
+        raw = self.redis.hget(keys.job(job_id), "status")
+        return JobStatus(json.loads(cast(bytes, raw))) if raw else None

@@ -117,6 +117,14 @@ class WarmModel:
                 output_type="latent",
             )
 
+    def release(self) -> None:
+        """Free what an aborted job left allocated on the GPU."""
+        if self.device.is_cuda:
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()
+
     # -- jobs ------------------------------------------------------------------------------
 
     def txt2img(self, params: Any, on_step: StepCallback) -> list[Image.Image]:

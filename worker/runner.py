@@ -26,7 +26,7 @@ from jobs.protocol import (
     OutputFormat,
     Txt2ImgParams,
 )
-from jobs.records import JobError, JobRecord, JobStore, StoredImage
+from jobs.records import JobError, JobRecord, JobStore, Progress, StoredImage
 from jobs.storage import LocalStorage, job_key
 from worker.imaging import encode, inpaint_canvas, outpaint_canvas
 
@@ -52,20 +52,34 @@ class WorkerContext:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class ProgressWriter:
-    """Writes (step, total) to the record, at most every `PROGRESS_MIN_INTERVAL_S`, and always
-    the last step."""
+class JobCanceled(Exception):
+    """Raised from the step callback when the job was canceled: it aborts the pipeline call
+    at once, before the remaining steps and the VAE decode."""
+
+
+class StepMonitor:
+    """Called after each denoising step: writes and publishes progress (at most every
+    `PROGRESS_MIN_INTERVAL_S`, and always the last step) and stops a canceled job."""
 
     def __init__(self, store: JobStore, job_id: str) -> None:
         self.store = store
         self.job_id = job_id
+        self.started = time.monotonic()
         self._last = 0.0
 
     def __call__(self, step: int, total: int) -> None:
         now = time.monotonic()
         if step >= total or now - self._last >= defaults.PROGRESS_MIN_INTERVAL_S:
             self._last = now
-            self.store.set_progress(self.job_id, step, total)
+            elapsed = now - self.started
+            eta = round(elapsed / step * (total - step), 2) if step else None
+            running = self.store.set_progress(
+                self.job_id, Progress(step=step, total_steps=total, eta_s=eta)
+            )
+        else:
+            running = self.store.status(self.job_id) is JobStatus.RUNNING
+        if not running:
+            raise JobCanceled(self.job_id)
 
 
 def execute(context: WorkerContext, job_id: str) -> str:
@@ -86,6 +100,10 @@ def execute(context: WorkerContext, job_id: str) -> str:
     started = time.perf_counter()
     try:
         images = _run(context, record)
+    except JobCanceled:
+        log.info("job %s canceled while running; stopped", job_id)
+        _release(context, record)
+        return JobStatus.CANCELED.value
     except JobFailed as exc:
         _fail(store, job_id, exc.code, exc.message)
         return exc.code.value
@@ -97,6 +115,7 @@ def execute(context: WorkerContext, job_id: str) -> str:
             return FailureCode.TIMEOUT.value
         log.exception("job %s failed", job_id)
         _fail(store, job_id, FailureCode.INTERNAL, f"the job failed: {type(exc).__name__}")
+        _release(context, record)
         return FailureCode.INTERNAL.value
     timings = {"run_s": round(time.perf_counter() - started, 4)}
     store.transition(
@@ -108,6 +127,13 @@ def execute(context: WorkerContext, job_id: str) -> str:
     )
     log.info("job %s succeeded in %.2fs", job_id, timings["run_s"])
     return JobStatus.SUCCEEDED.value
+
+
+def _release(context: WorkerContext, record: JobRecord) -> None:
+    """Give back the memory a stopped job held (the CUDA cache), so the next job has it."""
+    model = context.models.get(record.model)
+    if model is not None:
+        model.release()
 
 
 def _fail(store: JobStore, job_id: str, code: FailureCode, message: str) -> None:
@@ -132,7 +158,7 @@ def _run(context: WorkerContext, record: JobRecord) -> list[StoredImage]:
         raise JobFailed(
             FailureCode.MODEL_UNAVAILABLE, f"this worker does not hold model {record.model}"
         )
-    on_step = ProgressWriter(context.store, record.id)
+    on_step = StepMonitor(context.store, record.id)
     outputs = _generate(context, record, params, model, on_step)
     return _store(context, record, params, outputs)
 
@@ -142,7 +168,7 @@ def _generate(
     record: JobRecord,
     params: AnyParams,
     model: Any,
-    on_step: ProgressWriter,
+    on_step: StepMonitor,
 ) -> list[Image.Image]:
     if isinstance(params, Txt2ImgParams):
         outputs: list[Image.Image] = model.txt2img(params, on_step)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.deps import JobsDep
+from app.deps import JobsDep, StateDep
 from app.metrics import JOBS_SUBMITTED
 from app.service import Submission
+from app.waiting import follow, prefer_wait, wait_for_end
 from jobs.errors import InvalidRequest, LatentqError, MalformedBody
 from jobs.protocol import IMAGE_FIELDS, AnyParams
 
@@ -108,16 +111,56 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
 
 
 @router.post("", status_code=202, openapi_extra=_SUBMIT_SCHEMA)
-async def submit_job(request: Request, jobs: JobsDep) -> JSONResponse:
-    """Submit a job; 202 with the Job and its Location."""
+async def submit_job(request: Request, state: StateDep) -> JSONResponse:
+    """Submit a job: 202 with the Job and its Location; with `Prefer: wait=N`, 200 with the
+    finished Job if it ends within N seconds (at most 60)."""
+    jobs = state.jobs
+    wait_s = prefer_wait(request.headers.get("prefer"))
     submission = await _read_submission(request)
     record = await run_in_threadpool(jobs.submit, submission)
     JOBS_SUBMITTED.labels(record.type.value, record.model).inc()
+    headers = {"Location": f"/v1/jobs/{record.id}"}
+    if wait_s is not None:
+        headers["Preference-Applied"] = f"wait={wait_s}"
+        if wait_s > 0:
+            record = await wait_for_end(state.hub, jobs, record, wait_s)
     view = await run_in_threadpool(jobs.view, record, str(request.base_url))
-    return JSONResponse(view, status_code=202, headers={"Location": f"/v1/jobs/{record.id}"})
+    status = 200 if record.status.is_terminal() else 202
+    return JSONResponse(view, status_code=status, headers=headers)
 
 
 @router.get("/{job_id}")
 def get_job(job_id: str, request: Request, jobs: JobsDep) -> JSONResponse:
     """The Job, or 404."""
     return JSONResponse(jobs.view(jobs.get(job_id), str(request.base_url)))
+
+
+@router.delete("/{job_id}")
+def cancel_job(job_id: str, request: Request, jobs: JobsDep) -> JSONResponse:
+    """Cancel: a queued job never runs, a running one stops at its next step; 409 once ended."""
+    return JSONResponse(jobs.view(jobs.cancel(job_id), str(request.base_url)))
+
+
+def _existing_job(job_id: str, jobs: JobsDep) -> str:
+    # Checked before the stream starts, so an unknown job is a plain 404.
+    jobs.get(job_id)
+    return job_id
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse)
+async def job_events(
+    job_id: Annotated[str, Depends(_existing_job)], request: Request, state: StateDep
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: `state` (the Job, while it has not ended), a `progress` per step,
+    then one final event named after the end status with the whole Job; then it closes."""
+    base_url = str(request.base_url)
+    async for update in follow(state.hub, state.jobs, job_id):
+        if update.progress is not None:
+            yield ServerSentEvent(event="progress", data=update.progress)
+            continue
+        assert update.record is not None
+        view = await run_in_threadpool(state.jobs.view, update.record, base_url)
+        if update.record.status.is_terminal():
+            yield ServerSentEvent(event=update.record.status.value, data=view)
+            return
+        yield ServerSentEvent(event="state", data=view)

@@ -56,3 +56,26 @@ def png_b64(image: Image.Image) -> str:
 def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+
+
+def sse_events(api: httpx.Client, path: str, timeout: float = 60) -> list[tuple[str, Any]]:
+    """Read a whole SSE stream: (event name, parsed data) per event, until the server closes."""
+    import json
+
+    events: list[tuple[str, Any]] = []
+    name, data = "message", []
+    with api.stream("GET", path, timeout=timeout) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if not line:
+                if data:
+                    events.append((name, json.loads("\n".join(data))))
+                name, data = "message", []
+            elif line.startswith(":"):
+                continue
+            elif line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+    return events

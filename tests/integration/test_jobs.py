@@ -27,7 +27,7 @@ FAST = {"steps": 3, "guidance_scale": 5.0}
 def test_txt2img_returns_images_of_the_requested_size(api: httpx.Client) -> None:
     job = run(api, type="txt2img", prompt="a red fox", width=96, height=64, n=2, seed=5, **FAST)
     assert job["params"]["seed"] == 5 and job["params"]["scheduler"] == "euler"
-    assert job["progress"] == {"step": 3, "total_steps": 3, "fraction": 1.0}
+    assert job["progress"] == {"step": 3, "total_steps": 3, "fraction": 1.0, "eta_s": None}
     assert job["started_at"] and job["finished_at"] and job["created_at"] <= job["started_at"]
     assert job["error"] is None and job["queue_position"] is None
     images = job["result"]["images"]

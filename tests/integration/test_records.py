@@ -54,7 +54,7 @@ def test_transitions_are_timestamped_and_terminal_is_final(store: JobStore) -> N
     assert running.worker == "w1" and running.finished_at is None
     # Only one of two racing workers gets the job.
     assert store.transition(record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,)) is None
-    assert store.set_progress(record.id, 2, 4)
+    assert store.set_progress(record.id, Progress(step=2, total_steps=4, eta_s=1.5))
     assert (
         store.transition(
             record.id,
@@ -67,7 +67,7 @@ def test_transitions_are_timestamped_and_terminal_is_final(store: JobStore) -> N
     failed = store.get(record.id)
     assert failed and failed.status is JobStatus.FAILED and failed.finished_at
     assert failed.error == JobError(code="internal", message="boom")
-    assert failed.progress == Progress(step=2, total_steps=4)
+    assert failed.progress == Progress(step=2, total_steps=4, eta_s=1.5)
     for target in JobStatus:
         assert (
             store.transition(
@@ -76,7 +76,7 @@ def test_transitions_are_timestamped_and_terminal_is_final(store: JobStore) -> N
             is None
         )
     # A late progress write cannot touch an ended job.
-    assert not store.set_progress(record.id, 3, 4)
+    assert not store.set_progress(record.id, Progress(step=3, total_steps=4))
     assert store.get(record.id) == failed
 
 

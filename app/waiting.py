@@ -1,0 +1,88 @@
+"""Following a job to its end: the SSE stream and `Prefer: wait`."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from app.events import EventHub
+from app.service import JobService
+from jobs.protocol import JobStatus
+from jobs.records import JobRecord
+from jobs.views import progress_view
+
+REREAD_S = 5.0
+"""Listeners re-read the record this often even without messages (a lost message, a Redis
+reconnect), so they can be late but never stuck."""
+
+WAIT_MAX_S = 60
+
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+
+
+def prefer_wait(header: str | None) -> int | None:
+    """Seconds from a `Prefer: wait=N` header (RFC 7240), capped at 60; None when absent."""
+    if not header:
+        return None
+    match = _WAIT.search(header)
+    return min(int(match.group(1)), WAIT_MAX_S) if match else None
+
+
+@dataclass
+class Update:
+    """One thing to tell a follower: a progress step, or the record in a new status."""
+
+    progress: dict[str, Any] | None = None
+    record: JobRecord | None = None
+
+
+async def follow(hub: EventHub, jobs: JobService, job_id: str) -> AsyncGenerator[Update, None]:
+    """The job's record now, then its progress and status changes until it ends."""
+    async with hub.listen(job_id) as queue:
+        record = await run_in_threadpool(jobs.get, job_id)
+        yield Update(record=record)
+        status, step = record.status, record.progress.step
+        while not status.is_terminal():
+            try:
+                message: dict[str, Any] | None = await asyncio.wait_for(queue.get(), REREAD_S)
+            except TimeoutError:
+                message = None
+            if message is not None and message.get("event") == "progress":
+                if int(message.get("step") or 0) > step and status is JobStatus.RUNNING:
+                    step = int(message["step"])
+                    yield Update(progress=progress_view(message))
+                continue
+            record = await run_in_threadpool(jobs.get, job_id)
+            if record.status is not status:
+                status = record.status
+                yield Update(record=record)
+
+
+async def wait_for_end(
+    hub: EventHub, jobs: JobService, record: JobRecord, timeout_s: float
+) -> JobRecord:
+    """The record once the job has ended, or as it stands after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    updates = follow(hub, jobs, record.id)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                update = await asyncio.wait_for(anext(updates), remaining)
+            except (TimeoutError, StopAsyncIteration):
+                break
+            if update.record is not None:
+                record = update.record
+                if record.status.is_terminal():
+                    break
+    finally:
+        await updates.aclose()
+    return record

@@ -1,0 +1,130 @@
+"""The job lifecycle over real HTTP: wait, events, cancel."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from tests.integration.helpers import sse_events, submit, wait
+
+FAST = {"steps": 3, "guidance_scale": 5.0}
+
+
+def test_prefer_wait_returns_the_finished_job(api: httpx.Client) -> None:
+    response = api.post("/v1/jobs", json={"type": "txt2img", "prompt": "waited", **FAST},
+                        headers={"Prefer": "wait=30"})
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["status"] == "succeeded" and job["result"]["images"]
+    assert response.headers["preference-applied"] == "wait=30"
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+
+
+def test_prefer_wait_gives_up_with_202(api: httpx.Client) -> None:
+    started = time.monotonic()
+    response = api.post("/v1/jobs", json={"type": "txt2img", "prompt": "slow", "width": 256,
+                                          "height": 256, "steps": 60},
+                        headers={"Prefer": "respond-async, wait=1"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 202 and response.json()["status"] in ("queued", "running")
+    assert 0.9 <= elapsed < 5
+    wait(api, response.json()["id"])
+
+
+def test_events_stream_progress_then_one_final_event(api: httpx.Client) -> None:
+    job = submit(api, type="txt2img", prompt="streamed", width=256, height=256, steps=6)
+    events = sse_events(api, f"/v1/jobs/{job['id']}/events")
+    names = [name for name, _ in events]
+    assert names.count("succeeded") == 1 and names[-1] == "succeeded", names
+    assert not {"failed", "canceled"} & set(names)
+    progress = [data for name, data in events if name == "progress"]
+    assert len(progress) >= 1
+    steps = [p["step"] for p in progress]
+    assert steps == sorted(steps) and all(p["total_steps"] == 6 for p in progress)
+    final = events[-1][1]
+    assert final["id"] == job["id"] and final["result"]["images"]
+    for name, data in events:
+        if name == "state":
+            assert data["id"] == job["id"] and data["status"] in ("queued", "running")
+
+
+def test_events_after_the_end_give_the_final_event_at_once(api: httpx.Client) -> None:
+    job = wait(api, submit(api, type="txt2img", prompt="late", **FAST)["id"])
+    started = time.monotonic()
+    events = sse_events(api, f"/v1/jobs/{job['id']}/events")
+    assert [name for name, _ in events] == ["succeeded"]
+    assert events[0][1]["result"] == job["result"] or events[0][1]["id"] == job["id"]
+    assert time.monotonic() - started < 2
+
+
+def test_events_of_an_unknown_job_is_404(api: httpx.Client) -> None:
+    response = api.get("/v1/jobs/j_" + "b" * 22 + "/events")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "job_not_found"
+
+
+def test_a_canceled_queued_job_never_runs(api: httpx.Client) -> None:
+    blocker = submit(api, type="txt2img", prompt="blocker", width=256, height=256, steps=30)
+    queued = submit(api, type="txt2img", prompt="never", **FAST)
+    response = api.delete(f"/v1/jobs/{queued['id']}")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "canceled" and response.json()["finished_at"]
+    wait(api, blocker["id"])
+    time.sleep(0.5)
+    job = api.get(f"/v1/jobs/{queued['id']}").json()
+    assert job["status"] == "canceled" and job["started_at"] is None
+    assert job["progress"]["step"] == 0 and job["result"] is None
+    again = api.delete(f"/v1/jobs/{queued['id']}")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_not_cancelable"
+
+
+def test_a_running_job_stops_at_its_next_step(api: httpx.Client) -> None:
+    job = submit(api, type="txt2img", prompt="long", width=256, height=256, steps=150)
+    events: list[tuple[str, Any]] = []
+    reader = threading.Thread(target=lambda: events.extend(
+        sse_events(api, f"/v1/jobs/{job['id']}/events")))
+    reader.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        current = api.get(f"/v1/jobs/{job['id']}").json()
+        if current["status"] == "running" and current["progress"]["step"] >= 3:
+            break
+        time.sleep(0.02)
+    canceled_at = time.monotonic()
+    response = api.delete(f"/v1/jobs/{job['id']}")
+    assert response.status_code == 200 and response.json()["status"] == "canceled"
+    # The worker is free again within 2 s: a job submitted now starts at once.
+    after = submit(api, type="txt2img", prompt="next", priority="high", **FAST)
+    while api.get(f"/v1/jobs/{after['id']}").json()["status"] == "queued":
+        assert time.monotonic() - canceled_at < 2, "the canceled job still holds the worker"
+        time.sleep(0.01)
+    assert wait(api, after["id"])["status"] == "succeeded"
+    reader.join(10)
+    assert [name for name, _ in events][-1] == "canceled"
+    ended = api.get(f"/v1/jobs/{job['id']}").json()
+    assert ended["status"] == "canceled" and ended["progress"]["step"] < 150
+
+
+def test_cancel_of_an_ended_or_unknown_job(api: httpx.Client) -> None:
+    done = wait(api, submit(api, type="txt2img", prompt="done", **FAST)["id"])
+    response = api.delete(f"/v1/jobs/{done['id']}")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "job_not_cancelable"
+    assert api.delete("/v1/jobs/j_" + "c" * 22).status_code == 404
+
+
+def test_progress_carries_an_eta_while_running(api: httpx.Client) -> None:
+    job = submit(api, type="txt2img", prompt="eta", width=256, height=256, steps=30)
+    etas = []
+    while True:
+        current = api.get(f"/v1/jobs/{job['id']}").json()
+        if current["status"] == "running" and current["progress"]["step"] > 0:
+            etas.append(current["progress"]["eta_s"])
+        if current["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert etas and all(isinstance(e, (int, float)) and e >= 0 for e in etas)
+    assert current["progress"]["eta_s"] is None

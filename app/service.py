@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from app.settings import AppSettings
 from jobs import defaults
 from jobs.catalog import Catalog, ModelEntry
 from jobs.errors import InvalidRequest, JobNotCancelable, JobNotFound, ModelNotFound
+from jobs.idempotency import IdempotencyKeys, fingerprint
 from jobs.images import InputImage, decode_base64, load_image
 from jobs.protocol import (
     IMAGE_FIELDS,
@@ -44,6 +46,16 @@ class Submission:
 
     fields: dict[str, Any]
     files: dict[str, bytes]
+    idempotency_key: str | None = None
+    caller: str = "anonymous"
+    """Who submits: idempotency keys and (with API keys) jobs belong to a caller."""
+
+
+@dataclass
+class Accepted:
+    record: JobRecord
+    replay: bool = False
+    """True when an Idempotency-Key matched an earlier submit and this is that job."""
 
 
 class JobService:
@@ -55,6 +67,7 @@ class JobService:
         queues: JobQueues,
         storage: LocalStorage,
     ) -> None:
+        self.idempotency = IdempotencyKeys(store.redis)
         self.settings = settings
         self.catalog = catalog
         self.store = store
@@ -63,7 +76,7 @@ class JobService:
 
     # -- submit ----------------------------------------------------------------------------
 
-    def submit(self, submission: Submission) -> JobRecord:
+    def submit(self, submission: Submission) -> Accepted:
         fields = dict(submission.fields)
         raw_images: dict[str, object] = {n: fields.pop(n) for n in IMAGE_FIELDS if n in fields}
         params = _validate(fields)
@@ -72,6 +85,37 @@ class JobService:
         images = self._load_images(params, raw_images, submission.files)
 
         job_id = new_job_id()
+        key = submission.idempotency_key
+        if key is not None:
+            print_ = fingerprint(submission.fields, submission.files)
+            claim = self.idempotency.claim(submission.caller, key, print_, job_id)
+            if claim.replay:
+                earlier = self._earlier(claim.job_id)
+                if earlier is not None:
+                    return Accepted(earlier, replay=True)
+                # The first job has expired: this request starts afresh under the key.
+                self.idempotency.forget(submission.caller, key)
+                return self.submit(submission)
+        try:
+            record = self._enqueue(job_id, params, model, images)
+        except Exception:
+            if key is not None:
+                self.idempotency.release(submission.caller, key, job_id)
+            raise
+        return Accepted(record)
+
+    def _earlier(self, job_id: str) -> JobRecord | None:
+        # A concurrent first request may hold the key but not yet have written its record.
+        deadline = time.monotonic() + 2.0
+        while True:
+            record = self.store.get(job_id)
+            if record is not None or time.monotonic() > deadline:
+                return record
+            time.sleep(0.02)
+
+    def _enqueue(
+        self, job_id: str, params: AnyParams, model: ModelEntry, images: dict[str, InputImage]
+    ) -> JobRecord:
         inputs = {}
         for name, image in images.items():
             key = job_key(job_id, f"input-{name}.png")

@@ -117,9 +117,14 @@ async def submit_job(request: Request, state: StateDep) -> JSONResponse:
     jobs = state.jobs
     wait_s = prefer_wait(request.headers.get("prefer"))
     submission = await _read_submission(request)
-    record = await run_in_threadpool(jobs.submit, submission)
-    JOBS_SUBMITTED.labels(record.type.value, record.model).inc()
+    submission.idempotency_key = request.headers.get("idempotency-key")
+    accepted = await run_in_threadpool(jobs.submit, submission)
+    record = accepted.record
     headers = {"Location": f"/v1/jobs/{record.id}"}
+    if accepted.replay:
+        headers["Idempotent-Replayed"] = "true"
+    else:
+        JOBS_SUBMITTED.labels(record.type.value, record.model).inc()
     if wait_s is not None:
         headers["Preference-Applied"] = f"wait={wait_s}"
         if wait_s > 0:

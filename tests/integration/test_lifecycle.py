@@ -128,3 +128,51 @@ def test_progress_carries_an_eta_while_running(api: httpx.Client) -> None:
         time.sleep(0.05)
     assert etas and all(isinstance(e, (int, float)) and e >= 0 for e in etas)
     assert current["progress"]["eta_s"] is None
+
+
+def test_idempotency_key_returns_the_first_job(api: httpx.Client) -> None:
+    key = f"retry-{time.time_ns()}"
+    body = {"type": "txt2img", "prompt": "only once", **FAST}
+    first = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+    again = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    # Another key, or none, is another job.
+    other = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": key + "-2"})
+    plain = api.post("/v1/jobs", json=body)
+    assert len({first.json()["id"], other.json()["id"], plain.json()["id"]}) == 3
+    # The key now stands for that request: a different body under it is refused.
+    changed = api.post("/v1/jobs", json={**body, "prompt": "something else"},
+                       headers={"Idempotency-Key": key})
+    assert changed.status_code == 422
+    assert changed.json()["error"]["code"] == "idempotency_key_reused"
+    # Once finished, a replay with Prefer: wait returns the finished job at once.
+    wait(api, first.json()["id"])
+    replay = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": key,
+                                                       "Prefer": "wait=10"})
+    assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
+
+
+def test_concurrent_submits_with_one_key_make_one_job(api: httpx.Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = f"race-{time.time_ns()}"
+    body = {"type": "txt2img", "prompt": "raced", **FAST}
+
+    def post(_: int) -> str:
+        response = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(post, range(8)))
+    assert len(ids) == 1
+
+
+def test_bad_idempotency_key(api: httpx.Client) -> None:
+    response = api.post("/v1/jobs", json={"type": "txt2img", "prompt": "x"},
+                        headers={"Idempotency-Key": "k" * 300})
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "Idempotency-Key"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,14 +17,17 @@ from app.deps import State
 from app.events import EventHub
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
+from app.retention import sweep_forever
 from app.routes import files, health, jobs, models
 from app.routes.jobs import PARAMS_SCHEMA
 from app.service import JobService
 from app.settings import AppSettings, get_app_settings
+from app.webhooks import Dispatcher, dispatch_forever
 from jobs.catalog import load_catalog
 from jobs.queueing import JobQueues
 from jobs.records import JobStore
 from jobs.storage import LocalStorage
+from jobs.webhooks import Outbox
 
 log = logging.getLogger("latentq.api")
 
@@ -59,9 +63,20 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             "serving models %s; redis %s; files in %s", ids, settings.redis_url, state.storage.root
         )
         await state.hub.start()
+        dispatcher = Dispatcher(Outbox(state.redis), settings)
+        tasks = [
+            asyncio.create_task(
+                sweep_forever(state.storage, settings.job_ttl_s, settings.retention_sweep_s),
+                name="retention",
+            ),
+            asyncio.create_task(dispatch_forever(dispatcher), name="webhooks"),
+        ]
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            dispatcher.close()
             await state.hub.stop()
             state.redis.close()
 

@@ -36,6 +36,7 @@ from jobs.queueing import JobQueues, live_workers
 from jobs.records import JobRecord, JobStore, Progress
 from jobs.storage import LocalStorage, job_key
 from jobs.views import job_view
+from jobs.webhooks import check_url, notify, resolve
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ class JobService:
         model = self._model_for(params)
         params = self._resolve(params, model)
         images = self._load_images(params, raw_images, submission.files)
+        if params.webhook is not None:
+            host, port = check_url(params.webhook)
+            resolve(host, port, self.settings.webhook_allow_private)
 
         job_id = new_job_id()
         key = submission.idempotency_key
@@ -171,6 +175,8 @@ class JobService:
             else secrets.randbelow(defaults.SEED_MAX + 1),
             "negative_prompt": params.negative_prompt or "",
         }
+        if params.webhook is not None and params.webhook_events is None:
+            updates["webhook_events"] = ["completed"]
         if isinstance(params, Txt2ImgParams):
             updates["width"] = params.width or model.native_size[0]
             updates["height"] = params.height or model.native_size[1]
@@ -267,7 +273,16 @@ class JobService:
             priority = Priority(record.params.get("priority", Priority.NORMAL))
             self.queues.remove(record, priority)
         log.info("canceled %s (was %s)", job_id, previous.value)
-        return self.get(job_id)
+        record = self.get(job_id)
+        notify(
+            self.store.redis,
+            record,
+            "completed",
+            self.storage,
+            base_url=self.settings.public_url or "",
+            url_ttl_s=self.settings.url_ttl_s,
+        )
+        return record
 
     def models(self) -> list[dict[str, Any]]:
         workers = live_workers(self.queues.redis)

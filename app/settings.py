@@ -8,15 +8,14 @@ from jobs.settings import Settings
 
 
 class AppSettings(Settings):
-    public_url: str | None = None
-    """Base URL clients reach this service at (behind a load balancer). Unset: taken from
-    each request, honouring X-Forwarded-* headers from trusted proxies."""
-
     max_request_bytes: int = Field(default=48 * 2**20, ge=1024)
     """Largest request body; larger ones get 413 before they are read."""
 
     max_image_bytes: int = Field(default=24 * 2**20, ge=1024)
     """Largest encoded input image."""
+
+    retention_sweep_s: float = Field(default=600, gt=0)
+    """How often each API replica deletes the files of jobs older than `job_ttl_s`."""
 
     max_image_pixels: int = Field(default=2048 * 2048, ge=64 * 64)
     """Largest input image in pixels, checked from its header before it is decoded."""

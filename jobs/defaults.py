@@ -57,6 +57,9 @@ JOB_ID_PREFIX: Final = "j_"
 PROGRESS_MIN_INTERVAL_S: Final = 0.1
 """A worker writes a job's progress at most this often (plus the last step)."""
 
+WEBHOOK_PROGRESS_INTERVAL_S: Final = 1.0
+"""A job's `progress` webhooks are sent at most this often (plus the last step)."""
+
 WORKER_PRESENCE_TTL_S: Final = 15
 """A worker's presence key expires this long after its last heartbeat."""
 

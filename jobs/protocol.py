@@ -65,6 +65,7 @@ class OutputFormat(StrEnum):
 
 
 Seed = Annotated[int, Field(ge=0, le=defaults.SEED_MAX)]
+WebhookEvent = Literal["start", "progress", "completed"]
 
 
 class _Strict(BaseModel):
@@ -101,6 +102,10 @@ class JobParams(_Strict):
     n: int = Field(default=1, ge=1, le=defaults.N_MAX)
     output_format: OutputFormat = OutputFormat.PNG
     priority: Priority = Priority.NORMAL
+    webhook: str | None = Field(default=None, min_length=8, max_length=2048)
+    """An http(s) URL that gets signed POSTs about this job (see `jobs.webhooks`)."""
+    webhook_events: tuple[WebhookEvent, ...] | None = None
+    """Which of `start`, `progress`, `completed` to send; default `completed`."""
 
     @field_validator("prompt", mode="after")
     @classmethod
@@ -109,6 +114,12 @@ class JobParams(_Strict):
         if not value:
             raise ValueError("prompt must hold at least one non-space character")
         return value
+
+    @model_validator(mode="after")
+    def _webhook_events_need_a_webhook(self) -> JobParams:
+        if self.webhook_events is not None and self.webhook is None:
+            raise ValueError("webhook_events needs a webhook URL")
+        return self
 
     @field_validator("negative_prompt", mode="after")
     @classmethod

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_FILE = "signing.key"
+WEBHOOK_SECRET_FILE = "webhook.key"
 
 
 class Settings(BaseSettings):
@@ -35,10 +36,29 @@ class Settings(BaseSettings):
     """How long a signed file URL stays valid."""
 
     job_ttl_s: int = Field(default=86400, ge=60)
-    """How long job records are kept after they are written."""
+    """How long jobs are kept: records, input and output images (retention)."""
 
     queue_max: int = Field(default=1000, ge=1)
     """Most jobs waiting for one model before submits are refused with 429."""
+
+    public_url: str | None = None
+    """Base URL clients reach the API at (behind a load balancer), for file URLs. Unset: the
+    API takes it from each request; webhook bodies then carry paths without a host."""
+
+    webhook_secret: SecretStr | None = None
+    """HMAC key of webhook signatures. Unset: generated once into `data_dir/webhook.key`."""
+
+    webhook_allow_private: bool = False
+    """Allow webhooks to private, loopback and link-local addresses (off: refused)."""
+
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    """Deliveries of `start` and `completed` are tried this often before they are dropped."""
+
+    webhook_backoff_s: float = Field(default=5.0, gt=0)
+    """Wait before the first retry; it doubles with each further one."""
+
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    """How long a receiver has to answer one delivery."""
 
     job_timeout_s: int = Field(default=1800, ge=10)
     """Longest a single job may run before RQ stops it."""
@@ -51,6 +71,15 @@ class Settings(BaseSettings):
                 raise ValueError("LATENTQ_SIGNING_SECRET must be at least 16 characters")
             return value.encode()
         return _persisted_key(self.data_dir / SECRET_FILE)
+
+    def webhook_key(self) -> bytes:
+        """The webhook signing key: configured, else persisted on first use."""
+        if self.webhook_secret is not None:
+            value = self.webhook_secret.get_secret_value()
+            if len(value) < 16:
+                raise ValueError("LATENTQ_WEBHOOK_SECRET must be at least 16 characters")
+            return value.encode()
+        return _persisted_key(self.data_dir / WEBHOOK_SECRET_FILE)
 
 
 def _persisted_key(path: Path) -> bytes:

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -71,6 +72,24 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def purge_jobs(self, older_than_s: float, now: float | None = None) -> int:
+        """Delete the files of jobs last written more than `older_than_s` ago; returns how many
+        jobs' files went. Safe to run from several processes at once."""
+        cutoff = (now if now is not None else time.time()) - older_than_s
+        removed = 0
+        try:
+            folders = list((self.root / "jobs").iterdir())
+        except FileNotFoundError:
+            return 0
+        for folder in folders:
+            try:
+                if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder)
+                    removed += 1
+            except FileNotFoundError:  # another process got there first
+                continue
+        return removed
 
     # -- signed URLs ---------------------------------------------------------------------
 

@@ -102,7 +102,17 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         "attention": first.attention,
         "pid": os.getpid(),
     }
-    set_context(WorkerContext(name=name, store=store, storage=storage, models=models, info=info))
+    set_context(
+        WorkerContext(
+            name=name,
+            store=store,
+            storage=storage,
+            models=models,
+            info=info,
+            public_url=settings.public_url or "",
+            url_ttl_s=settings.url_ttl_s,
+        )
+    )
 
     # Every model's high-priority queue before any normal one, and so on.
     queues = [

@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 from pydantic import ValidationError
 
-from jobs import defaults
+from jobs import defaults, webhooks
 from jobs.errors import FailureCode
 from jobs.protocol import (
     AnyParams,
@@ -50,6 +51,9 @@ class WorkerContext:
     models: dict[str, Any]
     """Model id → `WarmModel` (typed loosely so this module imports without torch)."""
     info: dict[str, Any] = field(default_factory=dict)
+    public_url: str = ""
+    """Base of the file URLs in webhook bodies (`LATENTQ_PUBLIC_URL`)."""
+    url_ttl_s: int = 3600
 
 
 class JobCanceled(Exception):
@@ -61,11 +65,15 @@ class StepMonitor:
     """Called after each denoising step: writes and publishes progress (at most every
     `PROGRESS_MIN_INTERVAL_S`, and always the last step) and stops a canceled job."""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
+    def __init__(
+        self, store: JobStore, job_id: str, on_progress: Callable[[Progress], None] | None = None
+    ) -> None:
         self.store = store
         self.job_id = job_id
+        self.on_progress = on_progress
         self.started = time.monotonic()
         self._last = 0.0
+        self._last_hook = 0.0
 
     def __call__(self, step: int, total: int) -> None:
         now = time.monotonic()
@@ -73,9 +81,15 @@ class StepMonitor:
             self._last = now
             elapsed = now - self.started
             eta = round(elapsed / step * (total - step), 2) if step else None
-            running = self.store.set_progress(
-                self.job_id, Progress(step=step, total_steps=total, eta_s=eta)
-            )
+            progress = Progress(step=step, total_steps=total, eta_s=eta)
+            running = self.store.set_progress(self.job_id, progress)
+            if (
+                running
+                and self.on_progress is not None
+                and (step >= total or now - self._last_hook >= defaults.WEBHOOK_PROGRESS_INTERVAL_S)
+            ):
+                self._last_hook = now
+                self.on_progress(progress)
         else:
             running = self.store.status(self.job_id) is JobStatus.RUNNING
         if not running:
@@ -89,14 +103,21 @@ def execute(context: WorkerContext, job_id: str) -> str:
     if record is None:
         log.warning("job %s has no record (expired?); skipping", job_id)
         return "missing"
-    if (
-        store.transition(
-            job_id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,), worker=context.name
-        )
-        is None
-    ):
+    moved = store.transition(
+        job_id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,), worker=context.name
+    )
+    if moved is None:
         log.info("job %s is %s, not queued; skipping", job_id, record.status)
         return "skipped"
+    _notify(context, record, "start")
+    outcome = _outcome(context, record)
+    if outcome != JobStatus.CANCELED.value:  # a cancel was announced by whoever canceled
+        _notify(context, record, "completed")
+    return outcome
+
+
+def _outcome(context: WorkerContext, record: JobRecord) -> str:
+    store, job_id = context.store, record.id
     started = time.perf_counter()
     try:
         images = _run(context, record)
@@ -129,6 +150,25 @@ def execute(context: WorkerContext, job_id: str) -> str:
     return JobStatus.SUCCEEDED.value
 
 
+def _notify(context: WorkerContext, record: JobRecord, event: str) -> None:
+    """Queue the job's webhook for `event`, if it asked for one; never fails the job."""
+    if webhooks.wanted(record.params, event) is None:
+        return
+    try:
+        current = context.store.get(record.id)
+        if current is not None:
+            webhooks.notify(
+                context.store.redis,
+                current,
+                event,
+                context.storage,
+                base_url=context.public_url,
+                url_ttl_s=context.url_ttl_s,
+            )
+    except Exception:
+        log.exception("could not queue the %s webhook of %s", event, record.id)
+
+
 def _release(context: WorkerContext, record: JobRecord) -> None:
     """Give back the memory a stopped job held (the CUDA cache), so the next job has it."""
     model = context.models.get(record.model)
@@ -158,7 +198,17 @@ def _run(context: WorkerContext, record: JobRecord) -> list[StoredImage]:
         raise JobFailed(
             FailureCode.MODEL_UNAVAILABLE, f"this worker does not hold model {record.model}"
         )
-    on_step = StepMonitor(context.store, record.id)
+    on_progress = None
+    if webhooks.wanted(record.params, "progress") is not None:
+
+        def on_progress(progress: Progress) -> None:
+            view = {**progress.model_dump(), "fraction": progress.fraction}
+            try:
+                webhooks.notify_progress(context.store.redis, record, view)
+            except Exception:  # a webhook never fails the job
+                log.exception("could not queue a progress webhook of %s", record.id)
+
+    on_step = StepMonitor(context.store, record.id, on_progress)
     outputs = _generate(context, record, params, model, on_step)
     return _store(context, record, params, outputs)
 
@@ -209,7 +259,9 @@ def _store(
     stored = []
     for index, (image, seed) in enumerate(zip(outputs, params.seeds(), strict=True)):
         metadata = {
-            **params.model_dump(mode="json", exclude={"priority", "n"}),
+            **params.model_dump(
+                mode="json", exclude={"priority", "n", "webhook", "webhook_events"}
+            ),
             "seed": seed,
             "job_id": record.id,
             "index": index,

@@ -18,6 +18,8 @@ from tests.integration.services import (
 
 pytestmark = pytest.mark.integration
 
+WEBHOOK_SECRET = "webhook-secret-for-tests-0123456789"
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
@@ -34,7 +36,15 @@ def service(
     """One worker serving the tiny models, and the API."""
     workdir = tmp_path_factory.mktemp("service")
     catalog = write_catalog(workdir / "models.toml", tiny_model)
-    env = service_env(redis_server.url, workdir / "data", catalog)
+    env = service_env(
+        redis_server.url,
+        workdir / "data",
+        catalog,
+        # The webhook tests deliver to a receiver on loopback, quickly retried.
+        LATENTQ_WEBHOOK_ALLOW_PRIVATE="true",
+        LATENTQ_WEBHOOK_BACKOFF_S="0.3",
+        LATENTQ_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    )
     svc = Service(redis=redis_server, workdir=workdir, env=env)
     try:
         svc.start_worker("worker-1")

@@ -114,3 +114,20 @@ def test_signing_key_is_generated_once_and_kept(tmp_path: Path) -> None:
 def test_short_configured_secret_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 16"):
         Settings(data_dir=tmp_path, signing_secret="short").signing_key()  # type: ignore[arg-type]
+
+
+def test_purge_deletes_only_expired_jobs(storage: LocalStorage) -> None:
+    import os
+
+    storage.put("jobs/j_old/0.png", b"old")
+    storage.put("jobs/j_new/0.png", b"new")
+    old_folder = storage.root / "jobs" / "j_old"
+    os.utime(old_folder, (1000, 1000))
+    assert storage.purge_jobs(older_than_s=3600, now=1000 + 3601) == 1
+    assert not old_folder.exists()
+    assert storage.get("jobs/j_new/0.png") == b"new"
+    assert storage.purge_jobs(older_than_s=3600) == 0
+
+
+def test_purge_of_an_empty_store(tmp_path: Path) -> None:
+    assert LocalStorage(tmp_path / "nothing", b"k" * 32).purge_jobs(60) == 0

@@ -1,0 +1,230 @@
+"""Webhooks: signed notifications of a job's start, progress and completion.
+
+Deliveries are written to Redis by whoever changes the job (worker or API) and sent by a
+dispatcher in each API replica, so a slow or failing receiver never holds up a job:
+
+- `latentq:webhooks:due` (sorted set) — delivery ids by the time they are due;
+- `latentq:webhook:<id>` — the delivery (url, event, body, attempts), expiring after a day.
+
+Each request carries `Webhook-Id`, `Webhook-Timestamp` (unix seconds), `Webhook-Event` and
+`Webhook-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import redis
+
+from jobs import keys
+from jobs.errors import InvalidRequest
+from jobs.records import JobRecord
+from jobs.storage import LocalStorage
+from jobs.views import job_view
+
+DUE = f"{keys.PREFIX}:webhooks:due"
+DELIVERY_TTL_S = 24 * 3600
+EVENTS = ("start", "progress", "completed")
+
+
+def delivery_key(delivery_id: str) -> str:
+    return f"{keys.PREFIX}:webhook:{delivery_id}"
+
+
+# -- who may be called -----------------------------------------------------------------------
+
+
+class WebhookRefused(InvalidRequest):
+    code = "webhook_refused"
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def check_url(url: str) -> tuple[str, int]:
+    """The host and port of an http(s) URL; `WebhookRefused` for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise WebhookRefused("webhook is not a valid URL", param="webhook") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookRefused("webhook must be an http:// or https:// URL", param="webhook")
+    if parts.username or parts.password:
+        raise WebhookRefused("webhook URLs may not carry credentials", param="webhook")
+    return parts.hostname, port
+
+
+def resolve(host: str, port: int, allow_private: bool) -> list[str]:
+    """The addresses to call `host` at, all of them public unless `allow_private`.
+
+    Deliveries connect to these very addresses (not to a second lookup of the name), so a
+    name cannot resolve to a public address when checked and to a private one when called.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise WebhookRefused(f"webhook host {host!r} does not resolve", param="webhook") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not allow_private:
+        for address in addresses:
+            if not _is_public(ipaddress.ip_address(address.split("%")[0])):
+                raise WebhookRefused(
+                    f"webhook host {host!r} is a private, loopback or link-local address; "
+                    "such targets are refused",
+                    param="webhook",
+                )
+    return addresses
+
+
+# -- signing ---------------------------------------------------------------------------------
+
+
+def signature(secret: bytes, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def verify(
+    secret: bytes,
+    timestamp: str,
+    body: bytes,
+    header: str,
+    tolerance_s: int = 300,
+    now: float | None = None,
+) -> bool:
+    """What a receiver does: check the signature, and that the timestamp is recent."""
+    if not timestamp.isdigit() or abs((now or time.time()) - int(timestamp)) > tolerance_s:
+        return False
+    expected = signature(secret, int(timestamp), body)
+    return any(hmac.compare_digest(expected, part.strip()) for part in header.split(","))
+
+
+# -- the outbox ------------------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    id: str
+    url: str
+    event: str
+    body: str
+    job_id: str
+    attempts: int = 0
+    retry: bool = True
+    """Progress deliveries are not retried: a later one supersedes them."""
+
+    def dump(self) -> str:
+        return json.dumps(self.__dict__)
+
+
+def enqueue(
+    connection: redis.Redis,
+    url: str,
+    event: str,
+    payload: dict[str, Any],
+    job_id: str,
+    retry: bool = True,
+) -> str:
+    delivery = Delivery(
+        id="wh_" + secrets.token_urlsafe(12),
+        url=url,
+        event=event,
+        job_id=job_id,
+        body=json.dumps(payload, separators=(",", ":")),
+        retry=retry,
+    )
+    with connection.pipeline(transaction=True) as pipe:
+        pipe.set(delivery_key(delivery.id), delivery.dump(), ex=DELIVERY_TTL_S)
+        pipe.zadd(DUE, {delivery.id: time.time()})
+        pipe.execute()
+    return delivery.id
+
+
+# Take the earliest due delivery and hide it for a lease, so two dispatchers never send it at
+# once; a dispatcher that dies mid-send leaves it to come due again when the lease ends.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if #ids == 0 then return false end
+redis.call('ZADD', KEYS[1], ARGV[2], ids[1])
+return ids[1]
+"""
+
+
+class Outbox:
+    def __init__(self, connection: redis.Redis, lease_s: float = 60) -> None:
+        self.redis = connection
+        self.lease_s = lease_s
+        self._claim = connection.register_script(_CLAIM)
+
+    def claim(self) -> Delivery | None:
+        now = time.time()
+        raw_id = self._claim(keys=[DUE], args=[now, now + self.lease_s])
+        if not raw_id:
+            return None
+        delivery_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        raw = cast(bytes | None, self.redis.get(delivery_key(delivery_id)))
+        if raw is None:  # expired: nothing left to send
+            self.redis.zrem(DUE, delivery_id)
+            return None
+        return Delivery(**json.loads(raw))
+
+    def done(self, delivery: Delivery) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(DUE, delivery.id)
+            pipe.delete(delivery_key(delivery.id))
+            pipe.execute()
+
+    def retry_at(self, delivery: Delivery, due: float) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(delivery_key(delivery.id), delivery.dump(), ex=DELIVERY_TTL_S)
+            pipe.zadd(DUE, {delivery.id: due})
+            pipe.execute()
+
+
+# -- what happened ---------------------------------------------------------------------------
+
+
+def wanted(params: dict[str, Any], event: str) -> str | None:
+    """The job's webhook URL if it asked for `event`, else None."""
+    url = params.get("webhook")
+    if not url:
+        return None
+    events = params.get("webhook_events") or ("completed",)
+    return str(url) if event in events else None
+
+
+def notify(
+    connection: redis.Redis,
+    record: JobRecord,
+    event: str,
+    storage: LocalStorage,
+    *,
+    base_url: str,
+    url_ttl_s: int,
+) -> None:
+    """Queue a `start` or `completed` delivery with the whole Job, if the job asked for it."""
+    url = wanted(record.params, event)
+    if url is None:
+        return
+    job = job_view(record, storage, base_url=base_url, url_ttl_s=url_ttl_s)
+    enqueue(connection, url, event, {"event": event, "job": job}, record.id)
+
+
+def notify_progress(connection: redis.Redis, record: JobRecord, progress: dict[str, Any]) -> None:
+    url = wanted(record.params, "progress")
+    if url is not None:
+        payload = {"event": "progress", "job_id": record.id, "progress": progress}
+        enqueue(connection, url, "progress", payload, record.id, retry=False)

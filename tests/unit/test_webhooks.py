@@ -1,0 +1,71 @@
+"""Webhook targets, signatures and the outbox's retry policy."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jobs.webhooks import WebhookRefused, check_url, resolve, signature, verify
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/x",
+        "example.com/x",
+        "http:///x",
+        "https://u:p@example.com/x",
+        "http://[::1",
+        "javascript:alert(1)",
+    ],
+)
+def test_only_plain_http_urls(url: str) -> None:
+    with pytest.raises(WebhookRefused):
+        check_url(url)
+
+
+def test_ports_default_by_scheme() -> None:
+    assert check_url("https://example.com/hook") == ("example.com", 443)
+    assert check_url("http://example.com:8080/hook") == ("example.com", 8080)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "100.64.0.1",
+        "224.0.0.1",
+    ],
+)
+def test_private_targets_are_refused(host: str) -> None:
+    with pytest.raises(WebhookRefused, match="private|resolve"):
+        resolve(host, 80, allow_private=False)
+
+
+def test_private_targets_when_allowed() -> None:
+    assert resolve("127.0.0.1", 80, allow_private=True) == ["127.0.0.1"]
+
+
+def test_public_literal_addresses_pass() -> None:
+    assert resolve("93.184.216.34", 443, allow_private=False) == ["93.184.216.34"]
+
+
+def test_signature_round_trip_and_tolerance() -> None:
+    secret, body, now = b"s" * 32, b'{"event":"completed"}', int(time.time())
+    header = signature(secret, now, body)
+    assert verify(secret, str(now), body, header)
+    assert verify(secret, str(now), body, "v1=deadbeef, " + header)  # rotated secrets
+    assert not verify(secret, str(now), body + b"x", header)
+    assert not verify(secret, str(now - 3600), body, signature(secret, now - 3600, body))
+    assert not verify(secret, "soon", body, header)

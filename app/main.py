@@ -18,7 +18,7 @@ from app.events import EventHub
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
 from app.retention import sweep_forever
-from app.routes import files, health, jobs, models
+from app.routes import files, health, jobs, models, openai
 from app.routes.jobs import PARAMS_SCHEMA
 from app.service import JobService
 from app.settings import AppSettings, get_app_settings
@@ -87,7 +87,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for router in (jobs.router, models.router, files.router, health.router):
+    for router in (jobs.router, models.router, files.router, openai.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware)

@@ -17,6 +17,9 @@ class AppSettings(Settings):
     retention_sweep_s: float = Field(default=600, gt=0)
     """How often each API replica deletes the files of jobs older than `job_ttl_s`."""
 
+    openai_wait_s: float = Field(default=600, gt=0)
+    """How long the OpenAI-compatible routes hold a request for its job (504 past it)."""
+
     max_image_pixels: int = Field(default=2048 * 2048, ge=64 * 64)
     """Largest input image in pixels, checked from its header before it is decoded."""
 

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -25,6 +26,7 @@ from jobs.protocol import Priority
 from jobs.queueing import announce_worker, retire_worker
 from jobs.records import JobStore
 from jobs.storage import LocalStorage
+from worker import metrics
 from worker.runner import WorkerContext
 from worker.settings import WorkerSettings, get_worker_settings
 from worker.tasks import set_context
@@ -58,6 +60,20 @@ def _heartbeat(
         stop.wait(defaults.WORKER_HEARTBEAT_S)
 
 
+def _gpu_memory_reporter(device: object) -> Callable[[], None] | None:
+    import torch
+
+    if not isinstance(device, torch.device) or device.type != "cuda":
+        return None
+    name = str(device)
+
+    def refresh() -> None:
+        metrics.GPU_MEMORY.labels(name, "allocated").set(torch.cuda.memory_allocated(device))
+        metrics.GPU_MEMORY.labels(name, "reserved").set(torch.cuda.memory_reserved(device))
+
+    return refresh
+
+
 def run(settings: WorkerSettings, burst: bool = False) -> int:
     try:
         catalog = load_catalog(settings.catalog)
@@ -80,6 +96,17 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
 
     diffusers.utils.logging.disable_progress_bar()
 
+    if settings.metrics_port:
+        try:
+            metrics.serve(settings.metrics_port)
+        except OSError as exc:
+            log.error(
+                "cannot serve metrics on port %d: %s (set LATENTQ_METRICS_PORT to a free "
+                "port per worker, or 0 for none)",
+                settings.metrics_port,
+                exc,
+            )
+            return 2
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     models = {}
@@ -89,6 +116,8 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         models[model_id] = WarmModel(
             entry, model_source(catalog, entry), device, settings.attention
         )
+        metrics.MODEL_LOAD.labels(model_id).set(models[model_id].load_s)
+        metrics.WARM.labels(model_id).set(1)
 
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
     connection = redis.Redis.from_url(settings.redis_url)
@@ -120,6 +149,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         for priority in Priority
         for model_id in ids
     ]
+    metrics.mark_ready(_gpu_memory_reporter(first.device.torch_device))
     stop = threading.Event()
     # The presence thread gets a client of its own: RQ retunes the socket timeouts of the
     # worker's connection pool for its blocking pops.

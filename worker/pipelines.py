@@ -75,8 +75,8 @@ class WarmModel:
             # the loaded dtype so the base pipeline's weights stay as they are.
             self.inpaint = AutoPipelineForInpainting.from_pipe(base, dtype=device.dtype)
             self.inpaint.set_progress_bar_config(disable=True)
-        self.load_s = time.perf_counter() - started
         self._warm_up()
+        self.load_s = time.perf_counter() - started
         log.info(
             "model %s warm on %s (%s, %s attention) in %.2fs",
             entry.id,

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from PIL import Image
@@ -29,6 +30,7 @@ from jobs.protocol import (
 )
 from jobs.records import JobError, JobRecord, JobStore, Progress, StoredImage
 from jobs.storage import LocalStorage, job_key
+from worker import metrics
 from worker.imaging import encode, inpaint_canvas, outpaint_canvas
 
 log = logging.getLogger(__name__)
@@ -110,10 +112,27 @@ def execute(context: WorkerContext, job_id: str) -> str:
         log.info("job %s is %s, not queued; skipping", job_id, record.status)
         return "skipped"
     _notify(context, record, "start")
+    labels = (record.type.value, record.model)
+    metrics.QUEUED_SECONDS.labels(record.model).observe(_age_s(record.created_at))
+    metrics.BATCH_SIZE.observe(int(record.params.get("n", 1)))
+    started = time.perf_counter()
     outcome = _outcome(context, record)
+    elapsed = time.perf_counter() - started
+    metrics.JOB_DURATION.labels(*labels).observe(elapsed)
+    if outcome == JobStatus.SUCCEEDED.value and record.progress.total_steps:
+        metrics.STEP_SECONDS.labels(*labels).observe(elapsed / record.progress.total_steps)
+    if outcome in (JobStatus.SUCCEEDED.value, JobStatus.CANCELED.value):
+        metrics.JOBS.labels(*labels, outcome, "").inc()
+    else:
+        metrics.JOBS.labels(*labels, JobStatus.FAILED.value, outcome).inc()
     if outcome != JobStatus.CANCELED.value:  # a cancel was announced by whoever canceled
         _notify(context, record, "completed")
     return outcome
+
+
+def _age_s(timestamp: str) -> float:
+    created = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return max(0.0, (datetime.now(UTC) - created).total_seconds())
 
 
 def _outcome(context: WorkerContext, record: JobRecord) -> str:

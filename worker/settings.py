@@ -21,6 +21,9 @@ class WorkerSettings(Settings):
     torch_threads: int | None = Field(default=None, ge=1)
     """Intra-op CPU threads. With W workers on C cores, C/W avoids oversubscription."""
 
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    """Port of this worker's `/metrics` and `/readyz` (0: none). One per worker on a host."""
+
     worker_name: str | None = None
     """Name in RQ and in `GET /v1/models`; default host:pid."""
 

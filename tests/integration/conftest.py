@@ -47,7 +47,7 @@ def service(
     )
     svc = Service(redis=redis_server, workdir=workdir, env=env)
     try:
-        svc.start_worker("worker-1")
+        svc.start_worker("worker-1", LATENTQ_METRICS_PORT=str(free_port()))
         svc.start_api()
         svc.wait_for_workers("tiny", 1)
         yield svc

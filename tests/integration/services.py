@@ -52,6 +52,7 @@ class Process:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    env: dict[str, str] = field(default_factory=dict)
 
     def stop(self, timeout: float = 15) -> None:
         if self.proc.poll() is None:
@@ -67,7 +68,7 @@ def spawn(name: str, args: list[str], env: dict[str, str], logdir: Path) -> Proc
     log = logdir / f"{name}.log"
     handle = log.open("ab")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    return Process(name, proc, log)
+    return Process(name, proc, log, env)
 
 
 @dataclass
@@ -225,6 +226,7 @@ def service_env(redis_url: str, data_dir: Path, catalog: Path, **extra: str) -> 
             "LATENTQ_DATA_DIR": str(data_dir),
             "LATENTQ_CATALOG": str(catalog),
             "LATENTQ_TORCH_THREADS": "1",
+            "LATENTQ_METRICS_PORT": "0",
             "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
             **extra,

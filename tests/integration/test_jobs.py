@@ -271,3 +271,33 @@ def test_progress_is_written_while_running(api: httpx.Client, n: int) -> None:
     assert current["status"] == "succeeded"
     assert current["progress"]["step"] == current["progress"]["total_steps"] == 12
     assert any(0 < step < 12 for step in seen), seen
+
+
+def test_worker_serves_its_metrics_and_readiness(api: httpx.Client, service: object) -> None:
+    from tests.integration.services import Service
+
+    assert isinstance(service, Service)
+    worker = next(p for p in service.processes if p.name == "worker-1")
+    port = int(worker.env["LATENTQ_METRICS_PORT"])
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    run(api, type="txt2img", prompt="measured", **FAST)
+    job = submit(api, type="txt2img", prompt="doomed", steps=2)
+    api.delete(f"/v1/jobs/{job['id']}")
+    text = httpx.get(f"{base}/metrics").text
+    for series in (
+        'latentq_worker_jobs_total{code="",model="tiny",status="succeeded",type="txt2img"}',
+        'latentq_worker_job_duration_seconds_count{model="tiny",type="txt2img"}',
+        'latentq_worker_step_seconds_count{model="tiny",type="txt2img"}',
+        'latentq_worker_model_load_seconds{model="tiny"}',
+        'latentq_worker_warm_models{model="tiny"} 1.0',
+        'latentq_job_queued_seconds_count{model="tiny"}',
+        "latentq_worker_batch_size_count",
+    ):
+        assert series in text, series
+    succeeded = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('latentq_worker_jobs_total{code="",model="tiny",status="succeeded"')
+    )
+    assert float(succeeded.rsplit(" ", 1)[1]) >= 1

@@ -11,6 +11,7 @@ from typing import Any
 import redis
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.concurrency import run_in_threadpool
 
 from app import errors
 from app.deps import State
@@ -23,9 +24,11 @@ from app.routes.jobs import PARAMS_SCHEMA
 from app.service import JobService
 from app.settings import AppSettings, get_app_settings
 from app.webhooks import Dispatcher, dispatch_forever
+from jobs import webhooks
 from jobs.catalog import load_catalog
 from jobs.queueing import JobQueues
 from jobs.records import JobStore
+from jobs.recovery import Reaper
 from jobs.storage import LocalStorage
 from jobs.webhooks import Outbox
 
@@ -37,7 +40,7 @@ def build_state(settings: AppSettings) -> State:
     connection = redis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15
     )
-    store = JobStore(connection, settings.job_ttl_s)
+    store = JobStore(connection, settings.job_ttl_s, settings.lease_s)
     queues = JobQueues(
         connection, store, queue_max=settings.queue_max, job_timeout_s=settings.job_timeout_s
     )
@@ -49,6 +52,32 @@ def build_state(settings: AppSettings) -> State:
         jobs=JobService(settings, catalog, store, queues, storage),
         hub=EventHub(settings.redis_url),
     )
+
+
+async def reap_forever(state: State, every_s: float) -> None:
+    """Look for running jobs whose worker was lost (see `jobs.recovery`)."""
+    jobs = state.jobs
+    settings = state.settings
+
+    def failed(job_id: str) -> None:
+        record = jobs.store.get(job_id)
+        if record is not None:
+            webhooks.notify(
+                jobs.store.redis,
+                record,
+                "completed",
+                state.storage,
+                base_url=settings.public_url or "",
+                url_ttl_s=settings.url_ttl_s,
+            )
+
+    reaper = Reaper(jobs.queues, settings.poison_limit, on_failed=failed)
+    while True:
+        try:
+            await run_in_threadpool(reaper.reap_once)
+        except Exception as exc:  # Redis away: the next round tries again
+            log.warning("reaper: %s", exc)
+        await asyncio.sleep(every_s)
 
 
 def create_app(settings: AppSettings | None = None) -> FastAPI:
@@ -70,6 +99,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                 name="retention",
             ),
             asyncio.create_task(dispatch_forever(dispatcher), name="webhooks"),
+            asyncio.create_task(reap_forever(state, settings.reap_interval_s), name="reaper"),
         ]
         try:
             yield

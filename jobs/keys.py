@@ -23,6 +23,15 @@ def queues(model_id: str) -> list[str]:
     return [queue(model_id, p) for p in Priority]
 
 
+def lease(job_id: str) -> str:
+    """Held by the worker running the job, renewed at each step; gone when the worker is."""
+    return f"{PREFIX}:lease:{job_id}"
+
+
+RUNNING = f"{PREFIX}:running"
+"""Set of the ids of running jobs, which the reapers check for lost leases."""
+
+
 def worker(name: str) -> str:
     """A worker's presence (JSON with its models), expiring unless it heartbeats."""
     return f"{PREFIX}:worker:{name}"

@@ -59,18 +59,34 @@ class JobQueues:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.multi()  # explicit, as RQ expects of a pipeline it is handed
             self.store.create(record, pipe)
-            self.queue(record.model, priority).enqueue_call(
-                keys.RUN_JOB,
-                args=(record.id,),
-                job_id=record.id,
-                timeout=self.job_timeout_s,
-                # The record is the job's state; RQ's own copy of the outcome is not needed.
-                result_ttl=0,
-                failure_ttl=self.store.ttl_s,
-                description=f"{record.type} {record.model}",
-                pipeline=pipe,
-            )
+            self._enqueue(record.id, record.model, priority, pipe)
             pipe.execute()
+
+    def requeue(
+        self, job_id: str, model_id: str, priority: Priority, pipe: redis.client.Pipeline
+    ) -> None:
+        """Put a job whose worker was lost back at the front of its queue (on `pipe`)."""
+        self._enqueue(job_id, model_id, priority, pipe, at_front=True)
+
+    def _enqueue(
+        self,
+        job_id: str,
+        model_id: str,
+        priority: Priority,
+        pipe: redis.client.Pipeline,
+        at_front: bool = False,
+    ) -> None:
+        self.queue(model_id, priority).enqueue_call(
+            keys.RUN_JOB,
+            args=(job_id,),
+            job_id=job_id,
+            timeout=self.job_timeout_s,
+            # The record is the job's state; RQ's own copy of the outcome is not needed.
+            result_ttl=0,
+            failure_ttl=self.store.ttl_s,
+            at_front=at_front,
+            pipeline=pipe,
+        )
 
     def remove(self, record: JobRecord, priority: Priority) -> None:
         """Take a job off its queue, and drop RQ's copy of it (it was canceled while waiting)."""

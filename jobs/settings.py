@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     """How long a receiver has to answer one delivery."""
 
+    lease_s: float = Field(default=20.0, ge=1)
+    """A running job's lease: renewed at each step; once it runs out, the job is taken to
+    have lost its worker. Longer than the slowest step (and VAE decode) of any model."""
+
+    reap_interval_s: float = Field(default=5.0, gt=0)
+    """How often each worker and API replica looks for running jobs with lost leases."""
+
+    poison_limit: int = Field(default=2, ge=1)
+    """Worker losses after which a job fails with `worker_lost` instead of running again."""
+
     job_timeout_s: int = Field(default=1800, ge=10)
     """Longest a single job may run before RQ stops it."""
 

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,11 +21,12 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from jobs import defaults, keys
+from jobs import defaults, keys, webhooks
 from jobs.catalog import Catalog, CatalogError, ModelEntry, load_catalog
 from jobs.protocol import Priority
-from jobs.queueing import announce_worker, retire_worker
+from jobs.queueing import JobQueues, announce_worker, retire_worker
 from jobs.records import JobStore
+from jobs.recovery import Reaper
 from jobs.storage import LocalStorage
 from worker import metrics
 from worker.runner import WorkerContext
@@ -49,15 +51,40 @@ def model_source(catalog: Catalog, entry: ModelEntry) -> str:
     return str(path)
 
 
-def _heartbeat(
-    connection: redis.Redis, name: str, info: dict[str, object], stop: threading.Event
+def _housekeeping(
+    connection: redis.Redis,
+    name: str,
+    info: dict[str, object],
+    reaper: Reaper,
+    interval_s: float,
+    stop: threading.Event,
 ) -> None:
+    """Announce this worker, and look for jobs other workers lost, until told to stop."""
+    next_reap = 0.0
     while not stop.is_set():
         try:
             announce_worker(connection, name, info, defaults.WORKER_PRESENCE_TTL_S)
+            if time.monotonic() >= next_reap:
+                next_reap = time.monotonic() + interval_s
+                reaper.reap_once()
         except redis.exceptions.RedisError as exc:
-            log.warning("presence heartbeat failed: %s", exc)
-        stop.wait(defaults.WORKER_HEARTBEAT_S)
+            log.warning("housekeeping: %s", exc)
+        stop.wait(min(defaults.WORKER_HEARTBEAT_S, interval_s))
+
+
+def _notify_lost(
+    store: JobStore, storage: LocalStorage, settings: WorkerSettings, job_id: str
+) -> None:
+    record = store.get(job_id)
+    if record is not None:
+        webhooks.notify(
+            store.redis,
+            record,
+            "completed",
+            storage,
+            base_url=settings.public_url or "",
+            url_ttl_s=settings.url_ttl_s,
+        )
 
 
 def _gpu_memory_reporter(device: object) -> Callable[[], None] | None:
@@ -121,7 +148,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
 
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
     connection = redis.Redis.from_url(settings.redis_url)
-    store = JobStore(connection, settings.job_ttl_s)
+    store = JobStore(connection, settings.job_ttl_s, settings.lease_s)
     storage = LocalStorage(settings.data_dir, settings.signing_key())
     first = next(iter(models.values()))
     info: dict[str, object] = {
@@ -154,8 +181,22 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     # The presence thread gets a client of its own: RQ retunes the socket timeouts of the
     # worker's connection pool for its blocking pops.
     presence = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    presence_store = JobStore(presence, settings.job_ttl_s, settings.lease_s)
+    reaper = Reaper(
+        JobQueues(
+            presence,
+            presence_store,
+            queue_max=settings.queue_max,
+            job_timeout_s=settings.job_timeout_s,
+        ),
+        settings.poison_limit,
+        on_failed=lambda job_id: _notify_lost(presence_store, storage, settings, job_id),
+    )
     beat = threading.Thread(
-        target=_heartbeat, args=(presence, name, info, stop), name="presence", daemon=True
+        target=_housekeeping,
+        args=(presence, name, info, reaper, settings.reap_interval_s, stop),
+        name="housekeeping",
+        daemon=True,
     )
     beat.start()
     worker = SimpleWorker(queues, connection=connection, name=name, serializer=JSONSerializer)

@@ -58,20 +58,32 @@ class WorkerContext:
     url_ttl_s: int = 3600
 
 
+SUPERSEDED = "superseded"
+"""Outcome of a run whose job was taken over by another worker after this one's lease ran
+out (it was too slow to renew it, not dead)."""
+
+
 class JobCanceled(Exception):
     """Raised from the step callback when the job was canceled: it aborts the pipeline call
     at once, before the remaining steps and the VAE decode."""
 
 
 class StepMonitor:
-    """Called after each denoising step: writes and publishes progress (at most every
-    `PROGRESS_MIN_INTERVAL_S`, and always the last step) and stops a canceled job."""
+    """Called after each denoising step: renews the job's lease (the heartbeat that tells the
+    reapers this worker is alive), writes and publishes progress (at most every
+    `PROGRESS_MIN_INTERVAL_S`, and always the last step), and stops a job that is no longer
+    this worker's to run (canceled, or taken over after a lost lease)."""
 
     def __init__(
-        self, store: JobStore, job_id: str, on_progress: Callable[[Progress], None] | None = None
+        self,
+        store: JobStore,
+        job_id: str,
+        worker: str,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.store = store
         self.job_id = job_id
+        self.worker = worker
         self.on_progress = on_progress
         self.started = time.monotonic()
         self._last = 0.0
@@ -84,7 +96,7 @@ class StepMonitor:
             elapsed = now - self.started
             eta = round(elapsed / step * (total - step), 2) if step else None
             progress = Progress(step=step, total_steps=total, eta_s=eta)
-            running = self.store.set_progress(self.job_id, progress)
+            running = self.store.set_progress(self.job_id, progress, self.worker)
             if (
                 running
                 and self.on_progress is not None
@@ -93,7 +105,7 @@ class StepMonitor:
                 self._last_hook = now
                 self.on_progress(progress)
         else:
-            running = self.store.status(self.job_id) is JobStatus.RUNNING
+            running = self.store.heartbeat(self.job_id, self.worker)
         if not running:
             raise JobCanceled(self.job_id)
 
@@ -121,11 +133,12 @@ def execute(context: WorkerContext, job_id: str) -> str:
     metrics.JOB_DURATION.labels(*labels).observe(elapsed)
     if outcome == JobStatus.SUCCEEDED.value and record.progress.total_steps:
         metrics.STEP_SECONDS.labels(*labels).observe(elapsed / record.progress.total_steps)
-    if outcome in (JobStatus.SUCCEEDED.value, JobStatus.CANCELED.value):
+    if outcome in (JobStatus.SUCCEEDED.value, JobStatus.CANCELED.value, SUPERSEDED):
         metrics.JOBS.labels(*labels, outcome, "").inc()
     else:
         metrics.JOBS.labels(*labels, JobStatus.FAILED.value, outcome).inc()
-    if outcome != JobStatus.CANCELED.value:  # a cancel was announced by whoever canceled
+    if outcome not in (JobStatus.CANCELED.value, SUPERSEDED):
+        # A cancel was announced by whoever canceled; a superseded run by the one that won.
         _notify(context, record, "completed")
     return outcome
 
@@ -145,26 +158,33 @@ def _outcome(context: WorkerContext, record: JobRecord) -> str:
         _release(context, record)
         return JobStatus.CANCELED.value
     except JobFailed as exc:
-        _fail(store, job_id, exc.code, exc.message)
+        _fail(context, job_id, exc.code, exc.message)
         return exc.code.value
     except Exception as exc:
         from rq.timeouts import JobTimeoutException
 
         if isinstance(exc, JobTimeoutException):
-            _fail(store, job_id, FailureCode.TIMEOUT, "the job ran past its time limit")
+            _fail(context, job_id, FailureCode.TIMEOUT, "the job ran past its time limit")
             return FailureCode.TIMEOUT.value
         log.exception("job %s failed", job_id)
-        _fail(store, job_id, FailureCode.INTERNAL, f"the job failed: {type(exc).__name__}")
+        _fail(context, job_id, FailureCode.INTERNAL, f"the job failed: {type(exc).__name__}")
         _release(context, record)
         return FailureCode.INTERNAL.value
     timings = {"run_s": round(time.perf_counter() - started, 4)}
-    store.transition(
+    moved = store.transition(
         job_id,
         JobStatus.SUCCEEDED,
         allowed_from=(JobStatus.RUNNING,),
+        holder=context.name,
         images=[i.model_dump() for i in images],
         timings=timings,
     )
+    if moved is None:
+        # Canceled after the last step, or re-run elsewhere after this worker's lease ran out
+        # (the other run writes the same files under the same keys).
+        status = store.status(job_id)
+        log.warning("job %s finished here but is %s; result not recorded", job_id, status)
+        return JobStatus.CANCELED.value if status is JobStatus.CANCELED else SUPERSEDED
     log.info("job %s succeeded in %.2fs", job_id, timings["run_s"])
     return JobStatus.SUCCEEDED.value
 
@@ -195,12 +215,13 @@ def _release(context: WorkerContext, record: JobRecord) -> None:
         model.release()
 
 
-def _fail(store: JobStore, job_id: str, code: FailureCode, message: str) -> None:
+def _fail(context: WorkerContext, job_id: str, code: FailureCode, message: str) -> None:
     log.info("job %s failed: %s (%s)", job_id, message, code)
-    store.transition(
+    context.store.transition(
         job_id,
         JobStatus.FAILED,
-        allowed_from=(JobStatus.QUEUED, JobStatus.RUNNING),
+        allowed_from=(JobStatus.RUNNING,),
+        holder=context.name,
         error=JobError(code=code.value, message=message),
     )
 
@@ -227,9 +248,16 @@ def _run(context: WorkerContext, record: JobRecord) -> list[StoredImage]:
             except Exception:  # a webhook never fails the job
                 log.exception("could not queue a progress webhook of %s", record.id)
 
-    on_step = StepMonitor(context.store, record.id, on_progress)
+    on_step = StepMonitor(context.store, record.id, context.name, on_progress)
     outputs = _generate(context, record, params, model, on_step)
+    _renew(context, record.id)
     return _store(context, record, params, outputs)
+
+
+def _renew(context: WorkerContext, job_id: str) -> None:
+    """Renew the lease between phases that have no steps (decoding, encoding, storing)."""
+    if not context.store.heartbeat(job_id, context.name):
+        raise JobCanceled(job_id)
 
 
 def _generate(
@@ -277,6 +305,8 @@ def _store(
     fmt = OutputFormat(params.output_format)
     stored = []
     for index, (image, seed) in enumerate(zip(outputs, params.seeds(), strict=True)):
+        if index:
+            _renew(context, record.id)
         metadata = {
             **params.model_dump(
                 mode="json", exclude={"priority", "n", "webhook", "webhook_events"}

@@ -53,8 +53,14 @@ def test_transitions_are_timestamped_and_terminal_is_final(store: JobStore) -> N
     assert running and running.status is JobStatus.RUNNING and running.started_at
     assert running.worker == "w1" and running.finished_at is None
     # Only one of two racing workers gets the job.
-    assert store.transition(record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,)) is None
-    assert store.set_progress(record.id, Progress(step=2, total_steps=4, eta_s=1.5))
+    assert (
+        store.transition(
+            record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,), worker="w2"
+        )
+        is None
+    )
+    assert store.set_progress(record.id, Progress(step=2, total_steps=4, eta_s=1.5), "w1")
+    assert not store.set_progress(record.id, Progress(step=3, total_steps=4), "w2")
     assert (
         store.transition(
             record.id,
@@ -71,18 +77,22 @@ def test_transitions_are_timestamped_and_terminal_is_final(store: JobStore) -> N
     for target in JobStatus:
         assert (
             store.transition(
-                record.id, target, allowed_from=tuple(s for s in JobStatus if not s.is_terminal())
+                record.id, target, allowed_from=tuple(s for s in JobStatus if not s.is_terminal()),
+                worker="w1",
             )
             is None
         )
     # A late progress write cannot touch an ended job.
-    assert not store.set_progress(record.id, Progress(step=3, total_steps=4))
+    assert not store.set_progress(record.id, Progress(step=3, total_steps=4), "w1")
     assert store.get(record.id) == failed
 
 
 def test_missing_record_never_transitions(store: JobStore) -> None:
     assert (
-        store.transition(new_job_id(), JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,)) is None
+        store.transition(
+            new_job_id(), JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,), worker="w1"
+        )
+        is None
     )
     assert store.redis.keys("latentq:job:*") == []
 
@@ -91,5 +101,5 @@ def test_unknown_fields_are_refused(store: JobStore) -> None:
     record = create(store)
     with pytest.raises(ValueError, match="no record field"):
         store.transition(
-            record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,), colour="red"
+            record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,), worker="w", colour="red"
         )

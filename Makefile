@@ -25,12 +25,21 @@ $(STAMP): pyproject.toml
 run: install
 	deploy/local/run.sh
 
-test: install
+# Tools the deploy tests run: promtool checks the Prometheus files, nginx the load balancer.
+DEPLOY_TOOLS := /usr/bin/promtool /usr/sbin/nginx
+
+test: install $(DEPLOY_TOOLS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Everything but the slow chaos tests.
-test-fast: install
+test-fast: install $(DEPLOY_TOOLS)
 	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+/usr/bin/promtool:
+	@command -v promtool >/dev/null || deploy/local/apt-install.sh prometheus
+
+/usr/sbin/nginx:
+	@command -v nginx >/dev/null || deploy/local/apt-install.sh nginx
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,147 @@
+# syntax=docker/dockerfile:1.7
+#
+# One file, two images (deploy/README.md):
+#
+#   docker build --target api    -t latentq-api:0.1.0 .      # FastAPI, no torch (~250 MB)
+#   docker build --target worker -t latentq-worker:0.1.0 .   # CUDA torch + xformers + diffusers
+#
+# No model weights are baked in: workers read them from the /models volume or download a hub id
+# into HF_HOME (/cache/huggingface, a volume) on first start, on machines that reach the hub.
+# Both images run as the unprivileged user 10001 and keep images and the signing key under
+# LATENTQ_DATA_DIR=/data (a volume shared by API and workers while storage is local).
+
+# Python 3.11 on Debian 12; the minor version is pinned, patch releases come with rebuilds.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The CUDA user-space libraries (cuBLAS, cuDNN, ...) come with the torch wheels, so the small
+# `base` flavour of the CUDA image is enough; it sets up the NVIDIA container runtime (driver
+# mounts, NVIDIA_* variables). CUDA 13.0 needs an NVIDIA driver >= 580; on hosts with an older
+# driver build with a CUDA 12 pair, e.g.
+#   --build-arg CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu22.04 \
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-base-ubuntu22.04
+
+# ---------------------------------------------------------------------------------------------
+# api: the HTTP layer. Installs only the API's dependencies, then jobs/ and app/ without deps.
+# ---------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS api-build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+COPY deploy/docker/requirements-api.txt /tmp/requirements-api.txt
+RUN pip install --no-cache-dir -r /tmp/requirements-api.txt
+COPY pyproject.toml README.md /src/
+COPY jobs/ /src/jobs/
+COPY app/ /src/app/
+RUN pip install --no-cache-dir --no-deps /src
+
+
+FROM ${PYTHON_IMAGE} AS api
+
+LABEL org.opencontainers.image.title="latentq-api" \
+      org.opencontainers.image.description="latentq HTTP API (FastAPI, no torch)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 latentq \
+    && useradd --system --uid 10001 --gid latentq --home-dir /home/latentq --create-home \
+       --shell /usr/sbin/nologin latentq \
+    && mkdir -p /data /etc/latentq \
+    && chown latentq:latentq /data
+COPY --from=api-build /opt/venv /opt/venv
+COPY deploy/docker/models.toml /etc/latentq/models.toml
+COPY deploy/docker/healthcheck.py /usr/local/bin/latentq-healthcheck
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LATENTQ_DATA_DIR=/data \
+    LATENTQ_CATALOG=/etc/latentq/models.toml
+WORKDIR /home/latentq
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "/usr/local/bin/latentq-healthcheck", "http://127.0.0.1:8000/healthz"]
+# Behind a proxy, uvicorn trusts X-Forwarded-* only from FORWARDED_ALLOW_IPS (default
+# 127.0.0.1): docker-compose.yml and the Kubernetes manifests set it.
+CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000", \
+     "--proxy-headers"]
+
+
+# ---------------------------------------------------------------------------------------------
+# worker: one process per GPU, CUDA build of torch from the PyTorch index, the `cuda` extra.
+# ---------------------------------------------------------------------------------------------
+FROM ${CUDA_IMAGE} AS worker-python
+
+# Python 3.11 from Ubuntu 22.04's own archive (universe); the CUDA base image has no Python.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+       python3.11 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+
+FROM worker-python AS worker-build
+
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3.11-venv \
+    && rm -rf /var/lib/apt/lists/*
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python3.11 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+RUN pip install --no-cache-dir pip==25.3
+# torch and xformers from the same PyTorch index, so that xformers' kernels match torch's CUDA.
+# docker-compose.cpu.yml builds a CPU worker: the CPU index and XFORMERS_VERSION="" (no xformers,
+# no `cuda` extra).
+ARG TORCH_VERSION=2.13.0
+ARG XFORMERS_VERSION=0.0.35
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
+        "torch==${TORCH_VERSION}" ${XFORMERS_VERSION:+"xformers==${XFORMERS_VERSION}"}
+COPY deploy/docker/requirements-api.txt deploy/docker/requirements-worker.txt /tmp/
+# torch is named again so that nothing replaces the CUDA build with another one.
+RUN pip install --no-cache-dir -r /tmp/requirements-worker.txt "torch==${TORCH_VERSION}"
+COPY pyproject.toml README.md /src/
+COPY jobs/ /src/jobs/
+COPY worker/ /src/worker/
+# Every dependency is already there: this installs the project itself, with its `cuda` extra
+# (xformers) checked, and pip check proves the environment consistent.
+RUN pip install --no-cache-dir "/src${XFORMERS_VERSION:+[cuda]}" "torch==${TORCH_VERSION}" \
+    && pip check
+
+
+FROM worker-python AS worker
+
+LABEL org.opencontainers.image.title="latentq-worker" \
+      org.opencontainers.image.description="latentq GPU worker (diffusers on CUDA torch)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 latentq \
+    && useradd --system --uid 10001 --gid latentq --home-dir /home/latentq --create-home \
+       --shell /usr/sbin/nologin latentq \
+    && mkdir -p /data /models /cache/huggingface /etc/latentq \
+    && chown latentq:latentq /data /models /cache/huggingface
+COPY --from=worker-build /opt/venv /opt/venv
+COPY deploy/docker/models.toml /etc/latentq/models.toml
+COPY deploy/docker/healthcheck.py /usr/local/bin/latentq-healthcheck
+# Volumes (compose, Kubernetes): /data (images, shared with the API), /models (local weights;
+# the demo model is built there) and /cache/huggingface (hub downloads).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HF_HOME=/cache/huggingface \
+    LATENTQ_DATA_DIR=/data \
+    LATENTQ_CATALOG=/etc/latentq/models.toml \
+    LATENTQ_METRICS_PORT=9100
+WORKDIR /home/latentq
+USER 10001:10001
+# Prometheus metrics and readiness (200 once the models are warm) of the worker.
+EXPOSE 9100
+# Loading (or downloading) the models can take minutes before readiness turns 200.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
+    CMD ["python", "/usr/local/bin/latentq-healthcheck", "http://127.0.0.1:9100/readyz"]
+# SIGTERM is a warm shutdown: the worker finishes the job it runs, then exits. Give it as long
+# as the longest job (LATENTQ_JOB_TIMEOUT_S): compose stop_grace_period, Kubernetes
+# terminationGracePeriodSeconds.
+CMD ["python", "-m", "worker"]

@@ -1,0 +1,174 @@
+"""docker-compose.yml and its CPU override: Docker Compose v2 accepts them, and they say
+what the deployment needs (AOF Redis, two API replicas behind nginx, a GPU worker...)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deploy.helpers import ROOT, compose_binary, job_timeout_default, run
+
+BASE = ["-f", "docker-compose.yml"]
+CPU = ["-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml"]
+
+
+def compose_env() -> dict[str, str]:
+    """The environment without any variable the compose files interpolate, so that the
+    checks see the files' own defaults whatever the shell exports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTQ_", "COMPOSE_"))}
+    for name in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        env.pop(name, None)
+    env["HOME"] = env.get("HOME", "/tmp")
+    return env
+
+
+@cache
+def config(files: tuple[str, ...]) -> dict[str, Any]:
+    result = run([compose_binary(), *files, "config", "--format", "json"], env=compose_env())
+    assert result.returncode == 0, f"docker compose config failed:\n{result.stderr}"
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def duration_s(value: str) -> float:
+    """A Go duration as compose prints it (31m0s, 1h0m0s, 90s) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", value)
+    assert parts, value
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def depends(service: dict[str, Any], on: str, condition: str) -> bool:
+    return bool(service.get("depends_on", {}).get(on, {}).get("condition") == condition)
+
+
+def mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["target"]: v for v in service.get("volumes", [])}
+
+
+@pytest.mark.parametrize("files", [BASE, CPU], ids=["gpu", "cpu"])
+def test_compose_accepts_the_files(files: list[str]) -> None:
+    result = run([compose_binary(), *files, "config", "--quiet"], env=compose_env())
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_rejects_a_broken_file(tmp_path: Path) -> None:
+    """The bundled binary does fail on errors (its Python wrapper would exit 0)."""
+    broken = tmp_path / "compose.yml"
+    broken.write_text(
+        "services:\n  a:\n    image: x\n    depends_on:\n"
+        "      missing:\n        condition: service_healthy\n"
+    )
+    result = run([compose_binary(), "-f", str(broken), "config", "--quiet"], env=compose_env())
+    assert result.returncode != 0
+
+
+def test_services() -> None:
+    services = config(tuple(BASE))["services"]
+    assert {
+        "redis",
+        "api",
+        "worker",
+        "nginx",
+        "minio",
+        "minio-init",
+        "prometheus",
+        "grafana",
+    } <= set(services)
+
+
+def test_redis_is_durable_and_healthchecked() -> None:
+    redis = config(tuple(BASE))["services"]["redis"]
+    assert redis["image"].startswith("redis:7")
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert "--appendfsync everysec" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert mounts(redis)["/data"]["type"] == "volume"
+    assert redis["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
+
+
+def test_api_replicas_behind_nginx() -> None:
+    services = config(tuple(BASE))["services"]
+    api = services["api"]
+    assert api["deploy"]["replicas"] >= 2
+    assert api["build"]["target"] == "api"
+    env = api["environment"]
+    assert env["LATENTQ_PUBLIC_URL"].startswith("http")
+    assert env["LATENTQ_REDIS_URL"].startswith("redis://redis:")
+    assert env["FORWARDED_ALLOW_IPS"]
+    assert depends(api, "redis", "service_healthy")
+    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    nginx = services["nginx"]
+    assert depends(nginx, "api", "service_healthy")
+    conf = mounts(nginx)["/etc/nginx/nginx.conf"]
+    assert conf["type"] == "bind"
+    assert Path(conf["source"]) == ROOT / "deploy" / "nginx" / "nginx.conf"
+    assert nginx["ports"], "nginx is the published entry point"
+    assert "ports" not in api, "the API is reached through nginx only"
+
+
+def test_worker_has_a_gpu_and_its_volumes() -> None:
+    services = config(tuple(BASE))["services"]
+    worker = services["worker"]
+    assert worker["build"]["target"] == "worker"
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert "gpu" in device["capabilities"]
+    env = worker["environment"]
+    assert env["LATENTQ_DEVICE"].startswith("cuda")
+    assert env["LATENTQ_METRICS_PORT"] == "9100"
+    assert depends(worker, "redis", "service_healthy")
+    volumes = mounts(worker)
+    assert volumes["/models"]["type"] == "volume"
+    assert volumes[env["HF_HOME"]]["type"] == "volume"
+    # API and workers share images and the catalogue.
+    api_volumes = mounts(services["api"])
+    assert volumes["/data"]["source"] == api_volumes["/data"]["source"]
+    catalog = env["LATENTQ_CATALOG"]
+    assert volumes[catalog]["source"] == api_volumes[catalog]["source"]
+    assert "9100/readyz" in " ".join(worker["healthcheck"]["test"])
+    timeout = int(env.get("LATENTQ_JOB_TIMEOUT_S", job_timeout_default()))
+    assert duration_s(worker["stop_grace_period"]) > timeout
+
+
+def test_storage_and_monitoring() -> None:
+    services = config(tuple(BASE))["services"]
+    init = services["minio-init"]
+    assert depends(init, "minio", "service_healthy")
+    assert "mc mb" in " ".join(init["command"])
+    for name in ("api", "worker"):
+        assert depends(services[name], "minio-init", "service_completed_successfully")
+        env = services[name]["environment"]
+        for key in ("LATENTQ_S3_BUCKET", "LATENTQ_S3_ENDPOINT_URL", "LATENTQ_S3_REGION"):
+            assert env[key]
+        assert env["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
+    prometheus = mounts(services["prometheus"])
+    assert Path(prometheus["/etc/prometheus"]["source"]) == ROOT / "deploy" / "prometheus"
+    grafana = mounts(services["grafana"])
+    assert Path(grafana["/etc/grafana/provisioning"]["source"]) == (
+        ROOT / "deploy" / "grafana" / "provisioning"
+    )
+    assert depends(services["grafana"], "prometheus", "service_healthy")
+
+
+def test_every_bind_mount_exists() -> None:
+    for name, service in config(tuple(BASE))["services"].items():
+        for volume in service.get("volumes", []):
+            if volume["type"] == "bind":
+                assert Path(volume["source"]).exists(), f"{name}: {volume['source']}"
+
+
+def test_cpu_override_drops_the_gpu() -> None:
+    worker = config(tuple(CPU))["services"]["worker"]
+    reservations = worker.get("deploy", {}).get("resources", {}).get("reservations", {})
+    assert not reservations.get("devices"), "no GPU reservation on the CPU worker"
+    assert worker["environment"]["LATENTQ_DEVICE"] == "cpu"
+    # Everything else is still there.
+    assert {"redis", "api", "nginx"} <= set(config(tuple(CPU))["services"])

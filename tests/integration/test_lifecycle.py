@@ -14,8 +14,11 @@ FAST = {"steps": 3, "guidance_scale": 5.0}
 
 
 def test_prefer_wait_returns_the_finished_job(api: httpx.Client) -> None:
-    response = api.post("/v1/jobs", json={"type": "txt2img", "prompt": "waited", **FAST},
-                        headers={"Prefer": "wait=30"})
+    response = api.post(
+        "/v1/jobs",
+        json={"type": "txt2img", "prompt": "waited", **FAST},
+        headers={"Prefer": "wait=30"},
+    )
     assert response.status_code == 200, response.text
     job = response.json()
     assert job["status"] == "succeeded" and job["result"]["images"]
@@ -25,9 +28,11 @@ def test_prefer_wait_returns_the_finished_job(api: httpx.Client) -> None:
 
 def test_prefer_wait_gives_up_with_202(api: httpx.Client) -> None:
     started = time.monotonic()
-    response = api.post("/v1/jobs", json={"type": "txt2img", "prompt": "slow", "width": 256,
-                                          "height": 256, "steps": 60},
-                        headers={"Prefer": "respond-async, wait=1"})
+    response = api.post(
+        "/v1/jobs",
+        json={"type": "txt2img", "prompt": "slow", "width": 256, "height": 256, "steps": 60},
+        headers={"Prefer": "respond-async, wait=1"},
+    )
     elapsed = time.monotonic() - started
     assert response.status_code == 202 and response.json()["status"] in ("queued", "running")
     assert 0.9 <= elapsed < 5
@@ -84,8 +89,9 @@ def test_a_canceled_queued_job_never_runs(api: httpx.Client) -> None:
 def test_a_running_job_stops_at_its_next_step(api: httpx.Client) -> None:
     job = submit(api, type="txt2img", prompt="long", width=256, height=256, steps=150)
     events: list[tuple[str, Any]] = []
-    reader = threading.Thread(target=lambda: events.extend(
-        sse_events(api, f"/v1/jobs/{job['id']}/events")))
+    reader = threading.Thread(
+        target=lambda: events.extend(sse_events(api, f"/v1/jobs/{job['id']}/events"))
+    )
     reader.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -144,14 +150,14 @@ def test_idempotency_key_returns_the_first_job(api: httpx.Client) -> None:
     plain = api.post("/v1/jobs", json=body)
     assert len({first.json()["id"], other.json()["id"], plain.json()["id"]}) == 3
     # The key now stands for that request: a different body under it is refused.
-    changed = api.post("/v1/jobs", json={**body, "prompt": "something else"},
-                       headers={"Idempotency-Key": key})
+    changed = api.post(
+        "/v1/jobs", json={**body, "prompt": "something else"}, headers={"Idempotency-Key": key}
+    )
     assert changed.status_code == 422
     assert changed.json()["error"]["code"] == "idempotency_key_reused"
     # Once finished, a replay with Prefer: wait returns the finished job at once.
     wait(api, first.json()["id"])
-    replay = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": key,
-                                                       "Prefer": "wait=10"})
+    replay = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": key, "Prefer": "wait=10"})
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
 
 
@@ -172,7 +178,8 @@ def test_concurrent_submits_with_one_key_make_one_job(api: httpx.Client) -> None
 
 
 def test_bad_idempotency_key(api: httpx.Client) -> None:
-    response = api.post("/v1/jobs", json={"type": "txt2img", "prompt": "x"},
-                        headers={"Idempotency-Key": "k" * 300})
+    response = api.post(
+        "/v1/jobs", json={"type": "txt2img", "prompt": "x"}, headers={"Idempotency-Key": "k" * 300}
+    )
     assert response.status_code == 422
     assert response.json()["error"]["param"] == "Idempotency-Key"

@@ -18,8 +18,9 @@ from tests.integration.services import Service
 
 @pytest.fixture
 def client(service: Service) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{service.base_url}/v1", api_key="not-needed-here",
-                         max_retries=0, timeout=60)
+    return openai.OpenAI(
+        base_url=f"{service.base_url}/v1", api_key="not-needed-here", max_retries=0, timeout=60
+    )
 
 
 def test_generate_with_urls(client: openai.OpenAI, api: httpx.Client) -> None:
@@ -33,30 +34,48 @@ def test_generate_with_urls(client: openai.OpenAI, api: httpx.Client) -> None:
 
 
 def test_generate_with_b64_json_and_a_dall_e_model_name(client: openai.OpenAI) -> None:
-    result = client.images.generate(model="dall-e-3", prompt="a fox", size="128x64",
-                                    response_format="b64_json", quality="hd", style="vivid",
-                                    user="someone", extra_body={"seed": 7, "steps": 2})
+    result = client.images.generate(
+        model="dall-e-3",
+        prompt="a fox",
+        size="128x64",
+        response_format="b64_json",
+        quality="hd",
+        style="vivid",
+        user="someone",
+        extra_body={"seed": 7, "steps": 2},
+    )
     assert result.data is not None and len(result.data) == 1
     assert result.data[0].b64_json is not None
     image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json)))
     assert image.size == (128, 64)
-    again = client.images.generate(prompt="a fox", size="128x64", response_format="b64_json",
-                                   extra_body={"seed": 7, "steps": 2})
+    again = client.images.generate(
+        prompt="a fox",
+        size="128x64",
+        response_format="b64_json",
+        extra_body={"seed": 7, "steps": 2},
+    )
     assert again.data is not None and again.data[0].b64_json is not None
     same = Image.open(io.BytesIO(base64.b64decode(again.data[0].b64_json)))
     assert (np.asarray(same) == np.asarray(image)).all()
 
 
-def test_edit_repaints_the_transparent_part_of_the_mask(client: openai.OpenAI,
-                                                        tmp_path: Path) -> None:
+def test_edit_repaints_the_transparent_part_of_the_mask(
+    client: openai.OpenAI, tmp_path: Path
+) -> None:
     source = noise_image(64, 64, seed=21)
     mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
     mask.paste((0, 0, 0, 0), (0, 0, 32, 32))  # transparent: repaint the top-left quarter
     source.save(tmp_path / "image.png")
     mask.save(tmp_path / "mask.png")
     with open(tmp_path / "image.png", "rb") as image, open(tmp_path / "mask.png", "rb") as m:
-        result = client.images.edit(image=image, mask=m, prompt="a window", n=2,
-                                    response_format="b64_json", extra_body={"steps": 3})
+        result = client.images.edit(
+            image=image,
+            mask=m,
+            prompt="a window",
+            n=2,
+            response_format="b64_json",
+            extra_body={"steps": 3},
+        )
     assert result.data is not None and len(result.data) == 2
     out = np.asarray(Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json or ""))))
     src = np.asarray(source)
@@ -65,8 +84,9 @@ def test_edit_repaints_the_transparent_part_of_the_mask(client: openai.OpenAI,
     assert np.abs(out[:32, :32].astype(int) - src[:32, :32]).mean() > 5
 
 
-def test_edit_without_a_mask_uses_the_image_transparency(client: openai.OpenAI,
-                                                         tmp_path: Path) -> None:
+def test_edit_without_a_mask_uses_the_image_transparency(
+    client: openai.OpenAI, tmp_path: Path
+) -> None:
     rgba = noise_image(64, 64, seed=22).convert("RGBA")
     rgba.paste((0, 0, 0, 0), (32, 32, 64, 64))
     rgba.save(tmp_path / "cutout.png")

@@ -5,17 +5,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The CPU build of torch; the Docker image installs the CUDA one.
 TORCH ?= torch==2.13.0
-STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml client/pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .PHONY: install run test test-fast lint bench clean
 
 install: $(STAMP) /usr/bin/redis-server
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
 	  { deploy/local/apt-install.sh python3-venv && $(PYTHON) -m venv $(VENV); }
-	$(BIN)/python -m pip install --disable-pip-version-check $(TORCH) -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check $(TORCH) -e '.[dev]' -e './client[images]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -43,7 +43,7 @@ test-fast: install $(DEPLOY_TOOLS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobs app
+	$(BIN)/mypy jobs app client/latentq_client
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

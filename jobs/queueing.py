@@ -7,11 +7,13 @@ in one MULTI/EXEC, so a job is either fully accepted or not at all.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from typing import Any, cast
 
 import redis
 from rq import Queue
+from rq.exceptions import InvalidJobOperation
 from rq.serializers import JSONSerializer
 
 from jobs import keys
@@ -65,8 +67,11 @@ class JobQueues:
     def requeue(
         self, job_id: str, model_id: str, priority: Priority, pipe: redis.client.Pipeline
     ) -> None:
-        """Put a job whose worker was lost back at the front of its queue (on `pipe`)."""
-        self._enqueue(job_id, model_id, priority, pipe, at_front=True)
+        """Put a job back at the front of its queue (on `pipe`), as a new RQ job: the RQ job
+        of the run it replaces may still be finishing, and RQ deletes that one when it does."""
+        rq_id = f"{job_id}-r{secrets.token_hex(4)}"
+        pipe.hset(keys.job(job_id), "rq_id", json.dumps(rq_id))
+        self._enqueue(job_id, model_id, priority, pipe, at_front=True, rq_id=rq_id)
 
     def _enqueue(
         self,
@@ -75,11 +80,12 @@ class JobQueues:
         priority: Priority,
         pipe: redis.client.Pipeline,
         at_front: bool = False,
+        rq_id: str | None = None,
     ) -> None:
         self.queue(model_id, priority).enqueue_call(
             keys.RUN_JOB,
             args=(job_id,),
-            job_id=job_id,
+            job_id=rq_id or job_id,
             timeout=self.job_timeout_s,
             # The record is the job's state; RQ's own copy of the outcome is not needed.
             result_ttl=0,
@@ -91,11 +97,16 @@ class JobQueues:
     def remove(self, record: JobRecord, priority: Priority) -> None:
         """Take a job off its queue, and drop RQ's copy of it (it was canceled while waiting)."""
         queue = self.queue(record.model, priority)
-        rq_job = queue.fetch_job(record.id)
-        if rq_job is not None:
-            rq_job.delete(remove_from_queue=True)
-        else:
-            queue.remove(record.id)
+        rq_id = record.rq_id or record.id
+        queue.remove(rq_id)
+        try:
+            rq_job = queue.fetch_job(rq_id)
+            if rq_job is not None:
+                rq_job.delete(remove_from_queue=False)
+        except InvalidJobOperation:
+            # A worker took the job off the queue at this very moment; it will find the job
+            # canceled and skip it, and RQ expires its copy.
+            pass
 
     def position(self, record: JobRecord, priority: Priority) -> int | None:
         """1 for the next job a worker of this model will take; None when not waiting."""
@@ -103,7 +114,7 @@ class JobQueues:
         for p in Priority:
             queue = self.queue(record.model, p)
             if p is priority:
-                index = cast(int | None, self.redis.lpos(queue.key, record.id))
+                index = cast(int | None, self.redis.lpos(queue.key, record.rq_id or record.id))
                 return None if index is None else ahead + int(index) + 1
             ahead += int(self.redis.llen(queue.key))
         return None

@@ -60,6 +60,9 @@ class JobRecord(BaseModel):
     images: list[StoredImage] | None = None
     error: JobError | None = None
     worker: str | None = None
+    rq_id: str | None = None
+    """The RQ job that carries this job when it is not the first (a re-run gets a fresh one,
+    so the bookkeeping of the run it replaces cannot touch it)."""
     attempts: int = 0
     """How many times a worker was lost while running this job (it is re-run until the
     poison limit)."""

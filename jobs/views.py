@@ -53,6 +53,8 @@ def job_view(
         "result": result,
         "error": record.error.model_dump() if record.error else None,
         "timings": record.timings,
+        "worker": record.worker,
+        "attempts": record.attempts,
     }
 
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import redis
 from rq import Queue, SimpleWorker
@@ -70,6 +71,21 @@ def _housekeeping(
         except redis.exceptions.RedisError as exc:
             log.warning("housekeeping: %s", exc)
         stop.wait(min(defaults.WORKER_HEARTBEAT_S, interval_s))
+
+
+class DrainingWorker(SimpleWorker):
+    """RQ's in-process worker, with a grace period on SIGTERM/SIGINT: the running job may
+    finish within `grace_s`; past it, the job goes back to the front of its queue and the
+    worker exits. No new job is taken either way."""
+
+    context: WorkerContext | None = None
+    grace_s: float = 0.0
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.context is not None and self.context.drain_deadline is None:
+            self.context.drain_deadline = time.monotonic() + self.grace_s
+            log.info("stopping: the running job has %.0fs to finish", self.grace_s)
+        super().request_stop(signum, frame)
 
 
 def _notify_lost(
@@ -158,17 +174,19 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         "attention": first.attention,
         "pid": os.getpid(),
     }
-    set_context(
-        WorkerContext(
-            name=name,
-            store=store,
-            storage=storage,
-            models=models,
-            info=info,
-            public_url=settings.public_url or "",
-            url_ttl_s=settings.url_ttl_s,
-        )
+    context = WorkerContext(
+        name=name,
+        store=store,
+        storage=storage,
+        models=models,
+        info=info,
+        public_url=settings.public_url or "",
+        url_ttl_s=settings.url_ttl_s,
+        queues=JobQueues(
+            connection, store, queue_max=settings.queue_max, job_timeout_s=settings.job_timeout_s
+        ),
     )
+    set_context(context)
 
     # Every model's high-priority queue before any normal one, and so on.
     queues = [
@@ -199,7 +217,9 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         daemon=True,
     )
     beat.start()
-    worker = SimpleWorker(queues, connection=connection, name=name, serializer=JSONSerializer)
+    worker = DrainingWorker(queues, connection=connection, name=name, serializer=JSONSerializer)
+    worker.context = context
+    worker.grace_s = settings.drain_grace_s
     log.info("worker %s ready on %s", name, ", ".join(q.name for q in queues))
     try:
         worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()))

@@ -28,6 +28,7 @@ from jobs.protocol import (
     OutputFormat,
     Txt2ImgParams,
 )
+from jobs.queueing import JobQueues
 from jobs.records import JobError, JobRecord, JobStore, Progress, StoredImage
 from jobs.storage import LocalStorage, job_key
 from worker import metrics
@@ -56,7 +57,22 @@ class WorkerContext:
     public_url: str = ""
     """Base of the file URLs in webhook bodies (`LATENTQ_PUBLIC_URL`)."""
     url_ttl_s: int = 3600
+    queues: JobQueues | None = None
+    """Where a job given back during a drain goes (at the front of its queue)."""
+    drain_deadline: float | None = None
+    """Set when the worker was asked to stop (monotonic time): the running job may finish
+    until then; past it, the job is given back to its queue."""
 
+    def draining_past_deadline(self) -> bool:
+        return self.drain_deadline is not None and time.monotonic() > self.drain_deadline
+
+
+class JobGivenBack(Exception):
+    """Raised from the step callback when a stopping worker's grace period is over."""
+
+
+GIVEN_BACK = "given_back"
+"""Outcome of a run stopped because its worker was stopping; the job is queued again."""
 
 SUPERSEDED = "superseded"
 """Outcome of a run whose job was taken over by another worker after this one's lease ran
@@ -80,7 +96,9 @@ class StepMonitor:
         job_id: str,
         worker: str,
         on_progress: Callable[[Progress], None] | None = None,
+        give_back: Callable[[], bool] | None = None,
     ) -> None:
+        self.give_back = give_back
         self.store = store
         self.job_id = job_id
         self.worker = worker
@@ -108,6 +126,8 @@ class StepMonitor:
             running = self.store.heartbeat(self.job_id, self.worker)
         if not running:
             raise JobCanceled(self.job_id)
+        if self.give_back is not None and self.give_back():
+            raise JobGivenBack(self.job_id)
 
 
 def execute(context: WorkerContext, job_id: str) -> str:
@@ -133,11 +153,11 @@ def execute(context: WorkerContext, job_id: str) -> str:
     metrics.JOB_DURATION.labels(*labels).observe(elapsed)
     if outcome == JobStatus.SUCCEEDED.value and record.progress.total_steps:
         metrics.STEP_SECONDS.labels(*labels).observe(elapsed / record.progress.total_steps)
-    if outcome in (JobStatus.SUCCEEDED.value, JobStatus.CANCELED.value, SUPERSEDED):
+    if outcome in (JobStatus.SUCCEEDED.value, JobStatus.CANCELED.value, SUPERSEDED, GIVEN_BACK):
         metrics.JOBS.labels(*labels, outcome, "").inc()
     else:
         metrics.JOBS.labels(*labels, JobStatus.FAILED.value, outcome).inc()
-    if outcome not in (JobStatus.CANCELED.value, SUPERSEDED):
+    if outcome not in (JobStatus.CANCELED.value, SUPERSEDED, GIVEN_BACK):
         # A cancel was announced by whoever canceled; a superseded run by the one that won.
         _notify(context, record, "completed")
     return outcome
@@ -157,6 +177,9 @@ def _outcome(context: WorkerContext, record: JobRecord) -> str:
         log.info("job %s canceled while running; stopped", job_id)
         _release(context, record)
         return JobStatus.CANCELED.value
+    except JobGivenBack:
+        _give_back(context, record)
+        return GIVEN_BACK
     except JobFailed as exc:
         _fail(context, job_id, exc.code, exc.message)
         return exc.code.value
@@ -208,6 +231,27 @@ def _notify(context: WorkerContext, record: JobRecord, event: str) -> None:
         log.exception("could not queue the %s webhook of %s", event, record.id)
 
 
+def _give_back(context: WorkerContext, record: JobRecord) -> None:
+    """Put the job back at the front of its queue for another worker (this one is stopping)."""
+    moved = context.store.transition(
+        record.id,
+        JobStatus.QUEUED,
+        allowed_from=(JobStatus.RUNNING,),
+        holder=context.name,
+        started_at=None,
+        worker=None,
+        progress=Progress(step=0, total_steps=record.progress.total_steps),
+    )
+    if moved is not None and context.queues is not None:
+        priority = record.typed_params().priority
+        with context.store.redis.pipeline(transaction=True) as pipe:
+            pipe.multi()
+            context.queues.requeue(record.id, record.model, priority, pipe)
+            pipe.execute()
+        log.warning("job %s given back to its queue: this worker is stopping", record.id)
+    _release(context, record)
+
+
 def _release(context: WorkerContext, record: JobRecord) -> None:
     """Give back the memory a stopped job held (the CUDA cache), so the next job has it."""
     model = context.models.get(record.model)
@@ -248,7 +292,13 @@ def _run(context: WorkerContext, record: JobRecord) -> list[StoredImage]:
             except Exception:  # a webhook never fails the job
                 log.exception("could not queue a progress webhook of %s", record.id)
 
-    on_step = StepMonitor(context.store, record.id, context.name, on_progress)
+    on_step = StepMonitor(
+        context.store,
+        record.id,
+        context.name,
+        on_progress,
+        give_back=context.draining_past_deadline,
+    )
     outputs = _generate(context, record, params, model, on_step)
     _renew(context, record.id)
     return _store(context, record, params, outputs)

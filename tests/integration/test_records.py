@@ -77,7 +77,9 @@ def test_transitions_are_timestamped_and_terminal_is_final(store: JobStore) -> N
     for target in JobStatus:
         assert (
             store.transition(
-                record.id, target, allowed_from=tuple(s for s in JobStatus if not s.is_terminal()),
+                record.id,
+                target,
+                allowed_from=tuple(s for s in JobStatus if not s.is_terminal()),
                 worker="w1",
             )
             is None

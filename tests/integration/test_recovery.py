@@ -79,7 +79,8 @@ def test_a_lost_job_is_requeued_at_the_front_then_failed(queues: JobQueues) -> N
     assert again is not None and again.status is JobStatus.QUEUED and again.attempts == 1
     assert again.started_at is None and again.worker is None and again.progress.step == 0
     queued = [i.decode() for i in queues.redis.lrange(queues.queue("tiny", "normal").key, 0, -1)]
-    assert queued == [job_id, waiting]  # ahead of the jobs that were waiting
+    assert again.rq_id is not None and again.rq_id.startswith(job_id + "-r")
+    assert queued == [again.rq_id, waiting]  # ahead of the jobs that were waiting
     assert queues.position(again, again.typed_params().priority) == 1
     # The old worker, back from the dead, may not finish it.
     assert not queues.store.heartbeat(job_id, "w1")

@@ -1,0 +1,53 @@
+"""The Python SDK of latentq: submit image jobs, follow them, and fetch their images."""
+
+from latentq_client._version import __version__
+from latentq_client.client import AsyncClient, Client
+from latentq_client.errors import (
+    AuthenticationError,
+    BadRequest,
+    Conflict,
+    JobCanceled,
+    JobError,
+    JobFailed,
+    LatentqConnectionError,
+    LatentqError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+    ServiceUnavailable,
+    UnsupportedMedia,
+    WaitTimeout,
+)
+from latentq_client.job import AsyncJob, BaseJob, Job
+from latentq_client.progress import ProgressBar, ProgressCallback, ProgressUpdate
+from latentq_client.sse import Event, SSEDecoder
+
+__all__ = [
+    "AsyncClient",
+    "AsyncJob",
+    "AuthenticationError",
+    "BadRequest",
+    "BaseJob",
+    "Client",
+    "Conflict",
+    "Event",
+    "JobCanceled",
+    "JobError",
+    "JobFailed",
+    "Job",
+    "LatentqConnectionError",
+    "LatentqError",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProgressBar",
+    "ProgressCallback",
+    "ProgressUpdate",
+    "RateLimited",
+    "SSEDecoder",
+    "ServerError",
+    "ServiceUnavailable",
+    "UnsupportedMedia",
+    "WaitTimeout",
+    "__version__",
+]

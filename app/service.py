@@ -23,7 +23,6 @@ from jobs.protocol import (
     IMAGE_FIELDS,
     AnyParams,
     JobStatus,
-    JobType,
     OutpaintParams,
     Priority,
     Txt2ImgParams,
@@ -84,6 +83,7 @@ class JobService:
         model = self._model_for(params)
         params = self._resolve(params, model)
         images = self._load_images(params, raw_images, submission.files)
+        work = self._work(params, images)
         if params.webhook is not None:
             host, port = check_url(params.webhook)
             resolve(host, port, self.settings.webhook_allow_private)
@@ -101,7 +101,7 @@ class JobService:
                 self.idempotency.forget(submission.caller, key)
                 return self.submit(submission)
         try:
-            record = self._enqueue(job_id, params, model, images)
+            record = self._enqueue(job_id, params, model, images, work)
         except Exception:
             if key is not None:
                 self.idempotency.release(submission.caller, key, job_id)
@@ -117,8 +117,32 @@ class JobService:
                 return record
             time.sleep(0.02)
 
+    def _work(self, params: AnyParams, images: dict[str, InputImage]) -> float:
+        """The job's work in megapixel-steps, refused past the configured cap."""
+        if isinstance(params, Txt2ImgParams):
+            width, height = params.width or 0, params.height or 0
+        else:
+            width, height = images["image"].width, images["image"].height
+            if isinstance(params, OutpaintParams):
+                width += params.outpaint.left + params.outpaint.right
+                height += params.outpaint.top + params.outpaint.bottom
+        work = width * height / 1e6 * _total_steps(params) * params.n
+        cap = self.settings.max_work_mp_steps
+        if work > cap:
+            raise InvalidRequest(
+                f"this job is {work:.0f} megapixel-steps of work ({width}x{height} pixels × "
+                f"{_total_steps(params)} steps × {params.n} images); the most one job may ask "
+                f"for is {cap:.0f}: lower the size, the steps or n"
+            )
+        return work
+
     def _enqueue(
-        self, job_id: str, params: AnyParams, model: ModelEntry, images: dict[str, InputImage]
+        self,
+        job_id: str,
+        params: AnyParams,
+        model: ModelEntry,
+        images: dict[str, InputImage],
+        work: float,
     ) -> JobRecord:
         inputs = {}
         for name, image in images.items():
@@ -134,6 +158,7 @@ class JobService:
             progress=Progress(step=0, total_steps=_total_steps(params)),
             params=params.model_dump(mode="json"),
             inputs=inputs,
+            timeout_s=self.settings.job_timeout(work),
         )
         self.queues.submit(record, params.priority)
         log.info("accepted %s %s on %s", job_id, params.type, model.id)
@@ -305,10 +330,10 @@ class JobService:
 
 def _total_steps(params: AnyParams) -> int:
     steps = params.steps or 0
-    if params.type is JobType.TXT2IMG:
+    if isinstance(params, Txt2ImgParams):
         return steps
     # Image jobs skip the first (1 - strength) of the schedule, as diffusers does.
-    return max(1, int(steps * params.strength)) if hasattr(params, "strength") else steps
+    return max(1, int(steps * params.strength))
 
 
 def _validate(fields: dict[str, Any]) -> AnyParams:

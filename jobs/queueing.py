@@ -61,17 +61,24 @@ class JobQueues:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.multi()  # explicit, as RQ expects of a pipeline it is handed
             self.store.create(record, pipe)
-            self._enqueue(record.id, record.model, priority, pipe)
+            self._enqueue(record.id, record.model, priority, pipe, timeout_s=record.timeout_s)
             pipe.execute()
 
     def requeue(
-        self, job_id: str, model_id: str, priority: Priority, pipe: redis.client.Pipeline
+        self,
+        job_id: str,
+        model_id: str,
+        priority: Priority,
+        pipe: redis.client.Pipeline,
+        timeout_s: int | None = None,
     ) -> None:
         """Put a job back at the front of its queue (on `pipe`), as a new RQ job: the RQ job
         of the run it replaces may still be finishing, and RQ deletes that one when it does."""
         rq_id = f"{job_id}-r{secrets.token_hex(4)}"
         pipe.hset(keys.job(job_id), "rq_id", json.dumps(rq_id))
-        self._enqueue(job_id, model_id, priority, pipe, at_front=True, rq_id=rq_id)
+        self._enqueue(
+            job_id, model_id, priority, pipe, at_front=True, rq_id=rq_id, timeout_s=timeout_s
+        )
 
     def _enqueue(
         self,
@@ -81,12 +88,13 @@ class JobQueues:
         pipe: redis.client.Pipeline,
         at_front: bool = False,
         rq_id: str | None = None,
+        timeout_s: int | None = None,
     ) -> None:
         self.queue(model_id, priority).enqueue_call(
             keys.RUN_JOB,
             args=(job_id,),
             job_id=rq_id or job_id,
-            timeout=self.job_timeout_s,
+            timeout=timeout_s or self.job_timeout_s,
             # The record is the job's state; RQ's own copy of the outcome is not needed.
             result_ttl=0,
             failure_ttl=self.store.ttl_s,

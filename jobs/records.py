@@ -60,6 +60,8 @@ class JobRecord(BaseModel):
     images: list[StoredImage] | None = None
     error: JobError | None = None
     worker: str | None = None
+    timeout_s: int | None = None
+    """How long the job may run, derived from its work when it was accepted."""
     rq_id: str | None = None
     """The RQ job that carries this job when it is not the first (a re-run gets a fresh one,
     so the bookkeeping of the run it replaces cannot touch it)."""

@@ -60,10 +60,16 @@ class Reaper:
                 pipe.watch(record_key, lease_key)  # type: ignore[no-untyped-call]
                 if pipe.exists(lease_key):
                     return None
-                status, attempts, model, params, progress = (
+                status, attempts, model, params, progress, timeout_s = (
                     json.loads(v) if v is not None else None
                     for v in pipe.hmget(
-                        record_key, "status", "attempts", "model", "params", "progress"
+                        record_key,
+                        "status",
+                        "attempts",
+                        "model",
+                        "params",
+                        "progress",
+                        "timeout_s",
                     )
                 )
                 if status != JobStatus.RUNNING.value:
@@ -109,7 +115,7 @@ class Reaper:
                         events.channel(job_id), events.status_message(JobStatus.QUEUED.value)
                     )
                     priority = Priority((params or {}).get("priority", Priority.NORMAL))
-                    self.queues.requeue(job_id, str(model), priority, pipe)
+                    self.queues.requeue(job_id, str(model), priority, pipe, timeout_s)
                     outcome = REQUEUED
                 pipe.execute()
             except redis.WatchError:

@@ -71,7 +71,22 @@ class Settings(BaseSettings):
     """Worker losses after which a job fails with `worker_lost` instead of running again."""
 
     job_timeout_s: int = Field(default=1800, ge=10)
-    """Longest a single job may run before RQ stops it."""
+    """Longest any job may run; each job's own limit is derived from its work (below)."""
+
+    job_timeout_floor_s: int = Field(default=60, ge=1)
+    """The least time limit of a job, however small its work."""
+
+    timeout_s_per_mp_step: float = Field(default=1.0, gt=0)
+    """Seconds a job may take per megapixel-step (width × height / 10⁶ × steps × n) on top
+    of the floor. The default suits a GPU, or small models on a CPU; raise it for real models
+    on a CPU."""
+
+    max_work_mp_steps: float = Field(default=1000, gt=0)
+    """Most work one job may ask for, in megapixel-steps; larger jobs are refused (422)."""
+
+    def job_timeout(self, work_mp_steps: float) -> int:
+        limit = self.job_timeout_floor_s + self.timeout_s_per_mp_step * work_mp_steps
+        return int(min(self.job_timeout_s, limit))
 
     def signing_key(self) -> bytes:
         """The URL signing key: the configured secret, else the one persisted on first use."""

@@ -246,7 +246,7 @@ def _give_back(context: WorkerContext, record: JobRecord) -> None:
         priority = record.typed_params().priority
         with context.store.redis.pipeline(transaction=True) as pipe:
             pipe.multi()
-            context.queues.requeue(record.id, record.model, priority, pipe)
+            context.queues.requeue(record.id, record.model, priority, pipe, record.timeout_s)
             pipe.execute()
         log.warning("job %s given back to its queue: this worker is stopping", record.id)
     _release(context, record)

@@ -8,7 +8,9 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
+from app.auth import KeyRing
 from app.events import EventHub
+from app.ratelimit import RateLimiter
 from app.service import JobService
 from app.settings import AppSettings
 from jobs.storage import LocalStorage
@@ -21,6 +23,8 @@ class State:
     storage: LocalStorage
     jobs: JobService
     hub: EventHub
+    keys: KeyRing
+    limiter: RateLimiter
 
 
 def get_state(request: Request) -> State:

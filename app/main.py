@@ -14,10 +14,12 @@ from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
 from app import errors
+from app.auth import KeyRing, OpenModeGuard
 from app.deps import State
 from app.events import EventHub
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
+from app.ratelimit import RateLimiter
 from app.retention import sweep_forever
 from app.routes import files, health, jobs, models, openai
 from app.routes.jobs import PARAMS_SCHEMA
@@ -51,6 +53,8 @@ def build_state(settings: AppSettings) -> State:
         storage=storage,
         jobs=JobService(settings, catalog, store, queues, storage),
         hub=EventHub(settings.redis_url),
+        keys=KeyRing(settings.api_keys),
+        limiter=RateLimiter(connection, settings.rate_limit_per_min, settings.rate_limit_burst),
     )
 
 
@@ -87,6 +91,13 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings)
         app.state.latentq = state
+        if not state.keys.enabled:
+            log.warning(
+                "no API keys configured: the service is open%s",
+                " to every address (LATENTQ_ALLOW_OPEN)"
+                if settings.allow_open
+                else ", answering /v1 on loopback only",
+            )
         ids = ", ".join(m.id for m in state.jobs.catalog.models)
         log.info(
             "serving models %s; redis %s; files in %s", ids, settings.redis_url, state.storage.root
@@ -120,6 +131,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     for router in (jobs.router, models.router, files.router, openai.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    open_mode = not KeyRing(settings.api_keys).enabled and not settings.allow_open
+    app.add_middleware(OpenModeGuard, enabled=open_mode)
     app.add_middleware(MetricsMiddleware)
 
     def openapi() -> dict[str, Any]:

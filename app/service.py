@@ -101,7 +101,7 @@ class JobService:
                 self.idempotency.forget(submission.caller, key)
                 return self.submit(submission)
         try:
-            record = self._enqueue(job_id, params, model, images, work)
+            record = self._enqueue(job_id, params, model, images, work, submission.caller)
         except Exception:
             if key is not None:
                 self.idempotency.release(submission.caller, key, job_id)
@@ -143,6 +143,7 @@ class JobService:
         model: ModelEntry,
         images: dict[str, InputImage],
         work: float,
+        owner: str,
     ) -> JobRecord:
         inputs = {}
         for name, image in images.items():
@@ -159,6 +160,7 @@ class JobService:
             params=params.model_dump(mode="json"),
             inputs=inputs,
             timeout_s=self.settings.job_timeout(work),
+            owner=owner,
         )
         self.queues.submit(record, params.priority)
         log.info("accepted %s %s on %s", job_id, params.type, model.id)
@@ -260,9 +262,11 @@ class JobService:
 
     # -- read ------------------------------------------------------------------------------
 
-    def get(self, job_id: str) -> JobRecord:
+    def get(self, job_id: str, caller: str | None = None) -> JobRecord:
+        """The job, if it exists and (with `caller`) belongs to that caller: another key's job
+        is answered exactly like a missing one."""
         record = self.store.get(job_id) if is_job_id(job_id) else None
-        if record is None:
+        if record is None or (caller is not None and record.owner != caller):
             raise JobNotFound(f"no job {job_id!r} (jobs are kept for a limited time)")
         return record
 
@@ -280,13 +284,13 @@ class JobService:
             queue_position=position,
         )
 
-    def cancel(self, job_id: str) -> JobRecord:
+    def cancel(self, job_id: str, caller: str | None = None) -> JobRecord:
         """Cancel a queued or running job; `JobNotCancelable` once it has ended.
 
         A queued job is taken off its queue; a running one is marked canceled here and its
         worker stops at the next step, when it sees the status.
         """
-        record = self.get(job_id)
+        record = self.get(job_id, caller)
         active = (JobStatus.QUEUED, JobStatus.RUNNING)
         previous = self.store.transition(job_id, JobStatus.CANCELED, allowed_from=active)
         if previous is None:

@@ -14,6 +14,19 @@ class AppSettings(Settings):
     max_image_bytes: int = Field(default=24 * 2**20, ge=1024)
     """Largest encoded input image."""
 
+    api_keys: str = ""
+    """`NAME:SHA256HEX` entries, comma-separated (`python -m app.keys new NAME`). Empty: the
+    service is open, and `/v1` answers loopback clients only."""
+
+    allow_open: bool = False
+    """Without API keys, answer `/v1` from any address (behind a proxy that authenticates)."""
+
+    rate_limit_per_min: float = Field(default=120, ge=0)
+    """Submits per minute per key, shared by all replicas (0: no limit)."""
+
+    rate_limit_burst: int = Field(default=30, ge=1)
+    """Submits a key may make at once before the per-minute rate applies."""
+
     retention_sweep_s: float = Field(default=600, gt=0)
     """How often each API replica deletes the files of jobs older than `job_ttl_s`."""
 

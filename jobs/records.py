@@ -60,6 +60,8 @@ class JobRecord(BaseModel):
     images: list[StoredImage] | None = None
     error: JobError | None = None
     worker: str | None = None
+    owner: str = "anonymous"
+    """The API key (by name) that submitted the job; only it may see the job."""
     timeout_s: int | None = None
     """How long the job may run, derived from its work when it was accepted."""
     rq_id: str | None = None

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from app.auth import CallerDep
 from app.deps import JobsDep, StateDep
 from app.metrics import JOBS_SUBMITTED
 from app.service import Submission
@@ -111,13 +112,15 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
 
 
 @router.post("", status_code=202, openapi_extra=_SUBMIT_SCHEMA)
-async def submit_job(request: Request, state: StateDep) -> JSONResponse:
+async def submit_job(request: Request, state: StateDep, caller: CallerDep) -> JSONResponse:
     """Submit a job: 202 with the Job and its Location; with `Prefer: wait=N`, 200 with the
     finished Job if it ends within N seconds (at most 60)."""
     jobs = state.jobs
     wait_s = prefer_wait(request.headers.get("prefer"))
+    await run_in_threadpool(state.limiter.take, caller)
     submission = await _read_submission(request)
     submission.idempotency_key = request.headers.get("idempotency-key")
+    submission.caller = caller
     accepted = await run_in_threadpool(jobs.submit, submission)
     record = accepted.record
     headers = {"Location": f"/v1/jobs/{record.id}"}
@@ -135,20 +138,20 @@ async def submit_job(request: Request, state: StateDep) -> JSONResponse:
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, request: Request, jobs: JobsDep) -> JSONResponse:
+def get_job(job_id: str, request: Request, jobs: JobsDep, caller: CallerDep) -> JSONResponse:
     """The Job, or 404."""
-    return JSONResponse(jobs.view(jobs.get(job_id), str(request.base_url)))
+    return JSONResponse(jobs.view(jobs.get(job_id, caller), str(request.base_url)))
 
 
 @router.delete("/{job_id}")
-def cancel_job(job_id: str, request: Request, jobs: JobsDep) -> JSONResponse:
+def cancel_job(job_id: str, request: Request, jobs: JobsDep, caller: CallerDep) -> JSONResponse:
     """Cancel: a queued job never runs, a running one stops at its next step; 409 once ended."""
-    return JSONResponse(jobs.view(jobs.cancel(job_id), str(request.base_url)))
+    return JSONResponse(jobs.view(jobs.cancel(job_id, caller), str(request.base_url)))
 
 
-def _existing_job(job_id: str, jobs: JobsDep) -> str:
-    # Checked before the stream starts, so an unknown job is a plain 404.
-    jobs.get(job_id)
+def _existing_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> str:
+    # Checked before the stream starts, so an unknown (or another key's) job is a plain 404.
+    jobs.get(job_id, caller)
     return job_id
 
 

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app import openai_compat
+from app.auth import CallerDep
 from app.deps import State, StateDep
 from app.metrics import JOBS_SUBMITTED
 from app.service import Submission
@@ -39,7 +40,7 @@ class JobDidNotSucceed(LatentqError):
 
 
 @router.post("/generations")
-async def generations(request: Request, state: StateDep) -> JSONResponse:
+async def generations(request: Request, state: StateDep, caller: CallerDep) -> JSONResponse:
     """OpenAI's images.generate: runs txt2img and answers when it is done."""
 
     async def build() -> tuple[Submission, str]:
@@ -51,11 +52,11 @@ async def generations(request: Request, state: StateDep) -> JSONResponse:
             raise MalformedBody("the request body must be a JSON object")
         return openai_compat.generation(body)
 
-    return await _answer(request, state, build)
+    return await _answer(request, state, caller, build)
 
 
 @router.post("/edits")
-async def edits(request: Request, state: StateDep) -> JSONResponse:
+async def edits(request: Request, state: StateDep, caller: CallerDep) -> JSONResponse:
     """OpenAI's images.edit (multipart): runs inpainting, transparent mask pixels repainted."""
 
     async def build() -> tuple[Submission, str]:
@@ -83,12 +84,14 @@ async def edits(request: Request, state: StateDep) -> JSONResponse:
                 fields[name] = value
         return openai_compat.edit(fields, images, mask)
 
-    return await _answer(request, state, build)
+    return await _answer(request, state, caller, build)
 
 
-async def _answer(request: Request, state: State, build: Any) -> JSONResponse:
+async def _answer(request: Request, state: State, caller: str, build: Any) -> JSONResponse:
     try:
+        await run_in_threadpool(state.limiter.take, caller)
         submission, response_format = await build()
+        submission.caller = caller
         accepted = await run_in_threadpool(state.jobs.submit, submission)
         record = accepted.record
         JOBS_SUBMITTED.labels(record.type.value, record.model).inc()

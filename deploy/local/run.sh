@@ -45,6 +45,15 @@ if [[ -z ${LATENTQ_REDIS_URL:-} ]]; then
 fi
 export LATENTQ_DATA_DIR=$var
 
+# Without API keys the service is open: it listens on loopback only.
+if [[ -z ${LATENTQ_API_KEYS:-} && ${LATENTQ_ALLOW_OPEN:-false} != true ]]; then
+  case $host in
+    127.*|localhost|::1) ;;
+    *) echo "no LATENTQ_API_KEYS: listening on 127.0.0.1, not $host (python -m app.keys new NAME)"
+       host=127.0.0.1 ;;
+  esac
+fi
+
 start worker "$bin/python" -m worker
 start api "$bin/uvicorn" --factory app.main:create_app --host "$host" --port "$port" \
   --proxy-headers --timeout-graceful-shutdown 20

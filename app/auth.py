@@ -1,0 +1,99 @@
+"""API keys: who is calling, and the open mode when no key is configured.
+
+Keys are configured hashed — `LATENTQ_API_KEYS="alice:<sha256 hex>,bob:<sha256 hex>"`, made
+with `python -m app.keys new NAME` — so the settings never hold a usable secret. A caller is
+the name of its key; jobs belong to the caller that submitted them.
+
+With no key configured the service is open: every caller is `anonymous`, and `/v1` answers
+only requests from loopback addresses (unless `LATENTQ_ALLOW_OPEN=true`, for a service
+behind a proxy that authenticates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.errors import envelope
+from jobs.errors import Unauthorized
+
+ANONYMOUS = "anonymous"
+
+_ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63}):(?P<hash>[0-9a-f]{64})$")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRing:
+    def __init__(self, spec: str) -> None:
+        self._names: dict[str, str] = {}
+        for raw in filter(None, (part.strip() for part in spec.split(","))):
+            match = _ENTRY.match(raw)
+            if match is None:
+                raise ValueError(
+                    "LATENTQ_API_KEYS entries are NAME:SHA256HEX (python -m app.keys new NAME); "
+                    f"got {raw[:24]!r}…"
+                )
+            self._names[match["hash"]] = match["name"]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._names)
+
+    def name_for(self, key: str) -> str | None:
+        return self._names.get(hash_key(key))
+
+
+def caller(request: Request) -> str:
+    """The calling key's name (`anonymous` in open mode); 401 without a valid key."""
+    ring: KeyRing = request.app.state.latentq.keys
+    if not ring.enabled:
+        return ANONYMOUS
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="latentq"'}
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send your API key as 'Authorization: Bearer <key>'", headers=challenge)
+    name = ring.name_for(token.strip())
+    if name is None:
+        raise Unauthorized("this API key is not valid", code="invalid_api_key", headers=challenge)
+    return name
+
+
+CallerDep = Annotated[str, Depends(caller)]
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class OpenModeGuard:
+    """Without API keys, `/v1` answers loopback clients only."""
+
+    def __init__(self, app: ASGIApp, enabled: bool) -> None:
+        self.app = app
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.enabled and scope["type"] == "http" and scope["path"].startswith("/v1"):
+            client = scope.get("client")
+            if client is not None and not _is_loopback(client[0]):
+                response = envelope(
+                    403,
+                    "open_mode",
+                    "this service has no API keys configured, so it answers only on loopback; "
+                    "set LATENTQ_API_KEYS (or LATENTQ_ALLOW_OPEN=true behind a proxy that "
+                    "authenticates)",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -41,6 +41,11 @@ class KeyRing:
                     "LATENTQ_API_KEYS entries are NAME:SHA256HEX (python -m app.keys new NAME); "
                     f"got {raw[:24]!r}…"
                 )
+            if "change-me" in raw.lower() or set(match["hash"]) == {"0"}:
+                raise ValueError(
+                    "LATENTQ_API_KEYS still holds the example's placeholder; make real entries "
+                    "with python -m app.keys new NAME"
+                )
             self._names[match["hash"]] = match["name"]
 
     @property

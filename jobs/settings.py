@@ -92,8 +92,7 @@ class Settings(BaseSettings):
         """The URL signing key: the configured secret, else the one persisted on first use."""
         if self.signing_secret is not None:
             value = self.signing_secret.get_secret_value()
-            if len(value) < 16:
-                raise ValueError("LATENTQ_SIGNING_SECRET must be at least 16 characters")
+            _check_secret("LATENTQ_SIGNING_SECRET", value)
             return value.encode()
         return _persisted_key(self.data_dir / SECRET_FILE)
 
@@ -101,10 +100,16 @@ class Settings(BaseSettings):
         """The webhook signing key: configured, else persisted on first use."""
         if self.webhook_secret is not None:
             value = self.webhook_secret.get_secret_value()
-            if len(value) < 16:
-                raise ValueError("LATENTQ_WEBHOOK_SECRET must be at least 16 characters")
+            _check_secret("LATENTQ_WEBHOOK_SECRET", value)
             return value.encode()
         return _persisted_key(self.data_dir / WEBHOOK_SECRET_FILE)
+
+
+def _check_secret(name: str, value: str) -> None:
+    if len(value) < 16:
+        raise ValueError(f"{name} must be at least 16 characters")
+    if "change-me" in value.lower():
+        raise ValueError(f"{name} still holds the example's placeholder; set a real secret")
 
 
 def _persisted_key(path: Path) -> bytes:

@@ -332,7 +332,6 @@ def test_inputs_are_never_put_into_redis(api: httpx.Client, service: object) -> 
 
 def test_work_over_the_cap_is_refused(api: httpx.Client) -> None:
     # 2048 × 2048 × 150 steps × 8 images is about 5,000 megapixel-steps; the cap is 1,000.
-    body = {"type": "txt2img", "prompt": "x", "width": 2048, "height": 2048, "steps": 150,
-            "n": 8}
+    body = {"type": "txt2img", "prompt": "x", "width": 2048, "height": 2048, "steps": 150, "n": 8}
     error = envelope(api.post("/v1/jobs", json=body), 422, None)
     assert "megapixel-steps" in error["message"]

@@ -157,8 +157,13 @@ def test_a_job_past_its_time_limit_ends_timeout(tiny_model: Path, tmp_path: Path
     server.workdir.mkdir()
     server.start()
     catalog = write_catalog(tmp_path / "models.toml", tiny_model)
-    env = service_env(server.url, tmp_path / "data", catalog, LATENTQ_JOB_TIMEOUT_FLOOR_S="1",
-                      LATENTQ_TIMEOUT_S_PER_MP_STEP="0.001")
+    env = service_env(
+        server.url,
+        tmp_path / "data",
+        catalog,
+        LATENTQ_JOB_TIMEOUT_FLOOR_S="1",
+        LATENTQ_TIMEOUT_S_PER_MP_STEP="0.001",
+    )
     svc = Service(redis=server, workdir=tmp_path, env=env)
     try:
         svc.start_api()

@@ -27,13 +27,33 @@ def keyed(service: Service) -> Iterator[str]:
         "LATENTQ_RATE_LIMIT_PER_MIN": "30",
         "LATENTQ_RATE_LIMIT_BURST": "8",
     }
-    process = spawn("api-keyed", [
-        PYTHON, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1",
-        "--port", str(port), "--log-level", "warning"], env, service.workdir)
+    process = spawn(
+        "api-keyed",
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env,
+        service.workdir,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 200, 30, "keyed api",
-                 process.proc, process.log)
+        wait_for(
+            lambda: httpx.get(f"{base}/healthz").status_code == 200,
+            30,
+            "keyed api",
+            process.proc,
+            process.log,
+        )
         yield base
     finally:
         process.stop()
@@ -46,12 +66,15 @@ def client(base: str, key: str | None) -> httpx.Client:
 
 def test_every_v1_route_needs_a_key(keyed: str) -> None:
     with client(keyed, None) as anonymous, client(keyed, "lq_wrong") as wrong:
-        for method, path in (("GET", "/v1/models"), ("POST", "/v1/jobs"),
-                             ("GET", "/v1/jobs/j_" + "a" * 22),
-                             ("DELETE", "/v1/jobs/j_" + "a" * 22),
-                             ("GET", "/v1/jobs/j_" + "a" * 22 + "/events"),
-                             ("GET", "/v1/files/jobs/x/0.png?expires=1&sig=x"),
-                             ("POST", "/v1/images/generations")):
+        for method, path in (
+            ("GET", "/v1/models"),
+            ("POST", "/v1/jobs"),
+            ("GET", "/v1/jobs/j_" + "a" * 22),
+            ("DELETE", "/v1/jobs/j_" + "a" * 22),
+            ("GET", "/v1/jobs/j_" + "a" * 22 + "/events"),
+            ("GET", "/v1/files/jobs/x/0.png?expires=1&sig=x"),
+            ("POST", "/v1/images/generations"),
+        ):
             missing = anonymous.request(method, path, json={})
             assert missing.status_code == 401, (path, missing.text)
             assert missing.json()["error"]["code"] == "unauthorized"
@@ -71,15 +94,18 @@ def test_a_job_belongs_to_its_key(keyed: str) -> None:
         url = done["result"]["images"][0]["url"]
         assert alice.get(url).status_code == 200
         # Bob sees nothing of it: not the job, its events, its cancel, nor its files.
-        for response in (bob.get(f"/v1/jobs/{job['id']}"),
-                         bob.get(f"/v1/jobs/{job['id']}/events"),
-                         bob.delete(f"/v1/jobs/{job['id']}"),
-                         bob.get(url)):
+        for response in (
+            bob.get(f"/v1/jobs/{job['id']}"),
+            bob.get(f"/v1/jobs/{job['id']}/events"),
+            bob.delete(f"/v1/jobs/{job['id']}"),
+            bob.get(url),
+        ):
             assert response.status_code == 404, response.text
         assert bob.get(f"/v1/jobs/{job['id']}").json()["error"]["code"] == "job_not_found"
         # Alice does.
         assert [name for name, _ in sse_events(alice, f"/v1/jobs/{job['id']}/events")] == [
-            "succeeded"]
+            "succeeded"
+        ]
         assert alice.delete(f"/v1/jobs/{job['id']}").status_code == 409
 
 

@@ -19,8 +19,9 @@ def test_key_ring() -> None:
     assert not KeyRing("").enabled
 
 
-@pytest.mark.parametrize("spec", ["alice", "alice:short", "al ice:" + "0" * 64,
-                                  "alice:" + "G" * 64])
+@pytest.mark.parametrize(
+    "spec", ["alice", "alice:short", "al ice:" + "0" * 64, "alice:" + "G" * 64]
+)
 def test_malformed_entries_are_refused(spec: str) -> None:
     with pytest.raises(ValueError, match="NAME:SHA256HEX"):
         KeyRing(spec)
@@ -41,3 +42,12 @@ def test_open_mode_answers_loopback_only(tmp_path: object) -> None:
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "open_mode"
     assert TestClient(app).get("/healthz").status_code == 200
+
+
+def test_placeholders_are_refused() -> None:
+    from jobs.settings import Settings
+
+    with pytest.raises(ValueError, match="placeholder"):
+        KeyRing("CHANGE-ME:" + "0" * 64)
+    with pytest.raises(ValueError, match="placeholder"):
+        Settings(signing_secret="CHANGE-ME-run-openssl-rand-hex-32").signing_key()  # type: ignore[arg-type]

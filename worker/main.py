@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import redis
 from rq import Queue, SimpleWorker
@@ -73,6 +74,10 @@ def _housekeeping(
         stop.wait(min(defaults.WORKER_HEARTBEAT_S, interval_s))
 
 
+EXIT_DEVICE_BROKEN = 70
+"""Exit status of a worker whose device failed beyond repair (EX_SOFTWARE)."""
+
+
 class DrainingWorker(SimpleWorker):
     """RQ's in-process worker, with a grace period on SIGTERM/SIGINT: the running job may
     finish within `grace_s`; past it, the job goes back to the front of its queue and the
@@ -80,6 +85,17 @@ class DrainingWorker(SimpleWorker):
 
     context: WorkerContext | None = None
     grace_s: float = 0.0
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        super().execute_job(job, queue)
+        if self.context is not None and self.context.broken is not None:
+            # Exit non-zero so that the supervisor starts a fresh process: a CUDA context
+            # that failed this way stays failed. The job was given back to its queue.
+            log.critical(
+                "exiting (%d) to be restarted: %s", EXIT_DEVICE_BROKEN, self.context.broken
+            )
+            logging.shutdown()
+            os._exit(EXIT_DEVICE_BROKEN)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.context is not None and self.context.drain_deadline is None:
@@ -222,7 +238,12 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     worker.grace_s = settings.drain_grace_s
     log.info("worker %s ready on %s", name, ", ".join(q.name for q in queues))
     try:
-        worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()))
+        worker.work(
+            burst=burst,
+            logging_level=logging.getLevelName(log.getEffectiveLevel()),
+            # A fresh process now and then bounds what leaks (fragmented CUDA memory).
+            max_jobs=settings.recycle_after_jobs or None,
+        )
     finally:
         stop.set()
         try:

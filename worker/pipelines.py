@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from jobs.catalog import ModelEntry
-from worker.imaging import Canvas, composite, working_size
+from worker.imaging import Canvas, working_size
 from worker.schedulers import make_scheduler
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,12 @@ class WarmModel:
         self.attention = self._fast_path(base, attention)
         self.base = base
         self._scheduler_config = base.scheduler.config
-        self.inpaint = None
+        self.inpainter = None
         if entry.inpaints:
             # from_pipe casts the shared modules to `dtype`, float32 unless told: name
             # the loaded dtype so the base pipeline's weights stay as they are.
-            self.inpaint = AutoPipelineForInpainting.from_pipe(base, dtype=device.dtype)
-            self.inpaint.set_progress_bar_config(disable=True)
+            self.inpainter = AutoPipelineForInpainting.from_pipe(base, dtype=device.dtype)
+            self.inpainter.set_progress_bar_config(disable=True)
         self._warm_up()
         self.load_s = time.perf_counter() - started
         log.info(
@@ -127,34 +127,39 @@ class WarmModel:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def txt2img(self, params: Any, on_step: StepCallback) -> list[Image.Image]:
-        pipe = self._for_job(self.base, params.scheduler)
-        return self._call(pipe, params, on_step, width=params.width, height=params.height)
-
-    def inpaint_canvas(
-        self, params: Any, canvas: Canvas, on_step: StepCallback
+    def txt2img(
+        self, params: Any, on_step: StepCallback, decode_fp32: bool = False
     ) -> list[Image.Image]:
-        """Run the inpainting pipeline on a canvas and composite each output back over it."""
-        if self.inpaint is None:
+        pipe = self._for_job(self.base, params.scheduler)
+        return self._call(
+            pipe, params, on_step, decode_fp32, width=params.width, height=params.height
+        )
+
+    def inpaint(
+        self, params: Any, canvas: Canvas, on_step: StepCallback, decode_fp32: bool = False
+    ) -> list[Image.Image]:
+        """Run the inpainting pipeline on a canvas (at a size the VAE takes); the caller
+        composites the outputs back over the canvas."""
+        if self.inpainter is None:
             raise ValueError(f"model {self.entry.id} cannot inpaint")
-        pipe = self._for_job(self.inpaint, params.scheduler)
+        pipe = self._for_job(self.inpainter, params.scheduler)
         width, height = canvas.image.size
         run_w, run_h = working_size(width, height)
         image, mask = canvas.image, canvas.mask
         if (run_w, run_h) != (width, height):
             image = image.resize((run_w, run_h), Image.Resampling.LANCZOS)
             mask = mask.resize((run_w, run_h), Image.Resampling.NEAREST)
-        outputs = self._call(
+        return self._call(
             pipe,
             params,
             on_step,
+            decode_fp32,
             image=image,
             mask_image=mask,
             strength=params.strength,
             width=run_w,
             height=run_h,
         )
-        return [composite(out, canvas) for out in outputs]
 
     def _for_job(self, pipe: Any, scheduler: str) -> Any:
         # A fresh scheduler per job: its timesteps and step index belong to this job alone.
@@ -164,7 +169,12 @@ class WarmModel:
         return pipe
 
     def _call(
-        self, pipe: Any, params: Any, on_step: StepCallback, **kwargs: Any
+        self,
+        pipe: Any,
+        params: Any,
+        on_step: StepCallback,
+        decode_fp32: bool = False,
+        **kwargs: Any,
     ) -> list[Image.Image]:
         # CPU generators: the same seed gives the same starting noise on any device.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in params.seeds()]
@@ -184,8 +194,24 @@ class WarmModel:
                 num_images_per_prompt=params.n,
                 generator=generators,
                 callback_on_step_end=step_end,
-                output_type="pil",
+                output_type="latent" if decode_fp32 else "pil",
                 **kwargs,
             )
+            if decode_fp32:
+                return self._decode_fp32(pipe, result.images)
         images: list[Image.Image] = result.images
+        return images
+
+    def _decode_fp32(self, pipe: Any, latents: Any) -> list[Image.Image]:
+        """Decode with the VAE in float32: the cure for a half-precision VAE that overflowed
+        into NaN (black) images."""
+        vae = pipe.vae
+        dtype = vae.dtype
+        vae.to(torch.float32)
+        try:
+            latents = latents.to(torch.float32) / vae.config.scaling_factor
+            decoded = vae.decode(latents, return_dict=False)[0]
+        finally:
+            vae.to(dtype)
+        images: list[Image.Image] = pipe.image_processor.postprocess(decoded, output_type="pil")
         return images

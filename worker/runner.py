@@ -26,13 +26,12 @@ from jobs.protocol import (
     JobStatus,
     OutpaintParams,
     OutputFormat,
-    Txt2ImgParams,
 )
 from jobs.queueing import JobQueues
 from jobs.records import JobError, JobRecord, JobStore, Progress, StoredImage
 from jobs.storage import LocalStorage, job_key
 from worker import metrics
-from worker.imaging import encode, inpaint_canvas, outpaint_canvas
+from worker.imaging import composite, encode, inpaint_canvas, outpaint_canvas
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +61,9 @@ class WorkerContext:
     drain_deadline: float | None = None
     """Set when the worker was asked to stop (monotonic time): the running job may finish
     until then; past it, the job is given back to its queue."""
+
+    broken: str | None = None
+    """Set when the device failed beyond repair: the process exits after the current job."""
 
     def draining_past_deadline(self) -> bool:
         return self.drain_deadline is not None and time.monotonic() > self.drain_deadline
@@ -179,6 +181,13 @@ def _outcome(context: WorkerContext, record: JobRecord) -> str:
         return JobStatus.CANCELED.value
     except JobGivenBack:
         _give_back(context, record)
+        return GIVEN_BACK
+    except WorkerBroken as exc:
+        log.critical(
+            "the device is broken (%s): giving job %s back; this worker must go", exc, job_id
+        )
+        _give_back(context, record)
+        context.broken = str(exc)
         return GIVEN_BACK
     except JobFailed as exc:
         _fail(context, job_id, exc.code, exc.message)
@@ -317,22 +326,96 @@ def _generate(
     model: Any,
     on_step: StepMonitor,
 ) -> list[Image.Image]:
-    if isinstance(params, Txt2ImgParams):
-        outputs: list[Image.Image] = model.txt2img(params, on_step)
-        return outputs
-    image = _input(context, record, "image", "RGB")
-    if isinstance(params, InpaintParams):
-        mask = _input(context, record, "mask", "L")
-        if mask.size != image.size:
-            raise JobFailed(FailureCode.INVALID_INPUT, "mask and image differ in size")
-        if mask.getextrema()[1] < 128:
-            raise JobFailed(FailureCode.INVALID_INPUT, "the mask is black: nothing to repaint")
-        canvas = inpaint_canvas(image, mask, params.mask_blur)
-    elif isinstance(params, OutpaintParams):
-        canvas = outpaint_canvas(image, params.outpaint, params.mask_blur)
-    else:  # pragma: no cover - parse_params admits no other type
-        raise JobFailed(FailureCode.INVALID_INPUT, f"unknown job type {record.type}")
-    outputs = model.inpaint_canvas(params, canvas, on_step)
+    canvas = None
+    if isinstance(params, InpaintParams | OutpaintParams):
+        image = _input(context, record, "image", "RGB")
+        if isinstance(params, InpaintParams):
+            mask = _input(context, record, "mask", "L")
+            if mask.size != image.size:
+                raise JobFailed(FailureCode.INVALID_INPUT, "mask and image differ in size")
+            if mask.getextrema()[1] < 128:
+                raise JobFailed(FailureCode.INVALID_INPUT, "the mask is black: nothing to repaint")
+            canvas = inpaint_canvas(image, mask, params.mask_blur)
+        else:
+            canvas = outpaint_canvas(image, params.outpaint, params.mask_blur)
+
+    def run(part: AnyParams, decode_fp32: bool) -> list[Image.Image]:
+        if canvas is None:
+            images: list[Image.Image] = model.txt2img(part, on_step, decode_fp32=decode_fp32)
+        else:
+            images = model.inpaint(part, canvas, on_step, decode_fp32=decode_fp32)
+        return images
+
+    outputs = run_with_fault_handling(model, params, run)
+    if canvas is not None:
+        outputs = [composite(out, canvas) for out in outputs]
+    return outputs
+
+
+class WorkerBroken(Exception):
+    """The device is in a state no job can recover from (a CUDA error other than OOM)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def is_device_broken(exc: BaseException) -> bool:
+    text = str(exc)
+    return type(exc).__name__ == "AcceleratorError" or any(
+        sign in text
+        for sign in ("CUDA error", "device-side assert", "illegal memory access", "cuDNN error")
+    )
+
+
+def is_blank(image: Image.Image) -> bool:
+    """All black: what NaNs from an overflowing half-precision VAE decode to."""
+    return image.getbbox() is None  # no pixel has any non-zero channel
+
+
+def run_with_fault_handling(
+    model: Any, params: AnyParams, run: Callable[[AnyParams, bool], list[Image.Image]]
+) -> list[Image.Image]:
+    """Run a job's pipeline call through the GPU faults a job can recover from.
+
+    Out of memory: free the cache, and run the images one at a time (same seeds, so the same
+    images); if that too runs out, the job fails `out_of_memory` and the worker goes on.
+    Black (NaN) output: run again decoding with the VAE in float32; still black, the job fails
+    `invalid_output`. Any other CUDA error: `WorkerBroken` — the process must be replaced.
+    """
+    parts = [params]
+    try:
+        outputs = run(params, False)
+    except Exception as exc:
+        if is_device_broken(exc) and not is_out_of_memory(exc):
+            raise WorkerBroken(str(exc)) from exc
+        if not is_out_of_memory(exc):
+            raise
+        model.release()
+        if params.n == 1:
+            raise JobFailed(
+                FailureCode.OUT_OF_MEMORY, "the device ran out of memory; try a smaller size"
+            ) from None
+        log.warning("out of memory with %d images at once; running them one by one", params.n)
+        parts = [params.model_copy(update={"n": 1, "seed": seed}) for seed in params.seeds()]
+        try:
+            outputs = [image for part in parts for image in run(part, False)]
+        except Exception as again:
+            if not is_out_of_memory(again):
+                raise
+            model.release()
+            raise JobFailed(
+                FailureCode.OUT_OF_MEMORY,
+                "the device ran out of memory even one image at a time; try a smaller size",
+            ) from None
+    if any(is_blank(image) for image in outputs):
+        log.warning("black output (NaN in the decode); decoding again in float32")
+        outputs = [image for part in parts for image in run(part, True)]
+        if any(is_blank(image) for image in outputs):
+            raise JobFailed(
+                FailureCode.INVALID_OUTPUT,
+                "the model produced black images (NaN), even decoded in float32",
+            )
     return outputs
 
 

@@ -28,6 +28,9 @@ class WorkerSettings(Settings):
     """On SIGTERM, how long the running job may still take; past it, it is given back to its
     queue. Keep the orchestrator's kill timeout (terminationGracePeriodSeconds) above it."""
 
+    recycle_after_jobs: int = Field(default=0, ge=0)
+    """Exit (0) after this many jobs so a supervisor starts a fresh process (0: never)."""
+
     worker_name: str | None = None
     """Name in RQ and in `GET /v1/models`; default host:pid."""
 

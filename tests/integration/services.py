@@ -227,8 +227,8 @@ def service_env(redis_url: str, data_dir: Path, catalog: Path, **extra: str) -> 
             "LATENTQ_CATALOG": str(catalog),
             "LATENTQ_TORCH_THREADS": "1",
             "LATENTQ_METRICS_PORT": "0",
-        # The suite submits hundreds of jobs a minute; the limit itself is tested with keys.
-        "LATENTQ_RATE_LIMIT_PER_MIN": "0",
+            # The suite submits hundreds of jobs a minute; the limit itself is tested with keys.
+            "LATENTQ_RATE_LIMIT_PER_MIN": "0",
             "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
             **extra,

@@ -179,3 +179,62 @@ def test_a_job_past_its_time_limit_ends_timeout(tiny_model: Path, tmp_path: Path
     finally:
         svc.stop()
         server.stop()
+
+
+def test_a_full_queue_answers_429_with_retry_after(
+    redis_server: RedisServer, tiny_model: Path, tmp_path: Path
+) -> None:
+    """No worker serves this Redis database: jobs wait, and the third is one too many."""
+    catalog = write_catalog(tmp_path / "models.toml", tiny_model)
+    env = service_env(
+        f"redis://127.0.0.1:{redis_server.port}/9",
+        tmp_path / "data",
+        catalog,
+        LATENTQ_QUEUE_MAX="2",
+    )
+    svc = Service(redis=redis_server, workdir=tmp_path, env=env)
+    try:
+        svc.start_api()
+        with httpx.Client(base_url=svc.base_url, timeout=30) as api:
+            body = {"type": "txt2img", "prompt": "waits", "steps": 2}
+            assert [api.post("/v1/jobs", json=body).status_code for _ in range(2)] == [202, 202]
+            full = api.post("/v1/jobs", json=body)
+            assert full.status_code == 429
+            assert full.json()["error"]["code"] == "queue_full"
+            assert int(full.headers["retry-after"]) > 0
+            # Another model has its own queue.
+            other = api.post("/v1/jobs", json={**body, "model": "txt-only"})
+            assert other.status_code == 202
+    finally:
+        svc.stop()
+        redis_server.client().connection_pool.reset()
+        import redis as redis_lib
+
+        redis_lib.Redis(port=redis_server.port, db=9).flushdb()
+
+
+def test_sigterm_to_the_api_lets_in_flight_requests_finish(
+    service: Service, tmp_path: Path
+) -> None:
+    """A second replica on the same Redis and workers, stopped while it holds a request."""
+    import signal
+    import threading
+
+    svc = Service(redis=service.redis, workdir=tmp_path, env=service.env)
+    process = svc.start_api()
+    answers: list[httpx.Response] = []
+    body = {"type": "txt2img", "prompt": "in flight", "width": 256, "height": 256, "steps": 30}
+
+    def hold() -> None:
+        with httpx.Client(base_url=svc.base_url, timeout=60) as api:
+            answers.append(api.post("/v1/jobs", json=body, headers={"Prefer": "wait=30"}))
+
+    caller = threading.Thread(target=hold)
+    caller.start()
+    time.sleep(1.0)
+    process.proc.send_signal(signal.SIGTERM)
+    caller.join(60)
+    # uvicorn shuts down gracefully, then re-raises the signal it got.
+    assert process.proc.wait(30) in (0, -signal.SIGTERM)
+    assert answers and answers[0].status_code == 200, answers
+    assert answers[0].json()["status"] == "succeeded"

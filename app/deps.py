@@ -13,14 +13,14 @@ from app.events import EventHub
 from app.ratelimit import RateLimiter
 from app.service import JobService
 from app.settings import AppSettings
-from jobs.storage import LocalStorage
+from jobs.storage import Storage
 
 
 @dataclass
 class State:
     settings: AppSettings
     redis: redis.Redis
-    storage: LocalStorage
+    storage: Storage
     jobs: JobService
     hub: EventHub
     keys: KeyRing

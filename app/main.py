@@ -6,11 +6,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import redis
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import errors
@@ -31,10 +34,12 @@ from jobs.catalog import load_catalog
 from jobs.queueing import JobQueues
 from jobs.records import JobStore
 from jobs.recovery import Reaper
-from jobs.storage import LocalStorage
+from jobs.storage import make_storage
 from jobs.webhooks import Outbox
 
 log = logging.getLogger("latentq.api")
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 def build_state(settings: AppSettings) -> State:
@@ -46,7 +51,7 @@ def build_state(settings: AppSettings) -> State:
     queues = JobQueues(
         connection, store, queue_max=settings.queue_max, job_timeout_s=settings.job_timeout_s
     )
-    storage = LocalStorage(settings.data_dir, settings.signing_key())
+    storage = make_storage(settings)
     return State(
         settings=settings,
         redis=connection,
@@ -99,9 +104,12 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                 else ", answering /v1 on loopback only",
             )
         ids = ", ".join(m.id for m in state.jobs.catalog.models)
-        log.info(
-            "serving models %s; redis %s; files in %s", ids, settings.redis_url, state.storage.root
+        where = (
+            f"bucket {settings.s3_bucket}"
+            if settings.storage == "s3"
+            else f"files in {settings.data_dir.resolve()}"
         )
+        log.info("serving models %s; redis %s; %s", ids, settings.redis_url, where)
         await state.hub.start()
         dispatcher = Dispatcher(Outbox(state.redis), settings)
         tasks = [
@@ -130,6 +138,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     errors.install(app)
     for router in (jobs.router, models.router, files.router, openai.router, health.router):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.get("/", include_in_schema=False)(lambda: FileResponse(STATIC_DIR / "index.html"))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     open_mode = not KeyRing(settings.api_keys).enabled and not settings.allow_open
     app.add_middleware(OpenModeGuard, enabled=open_mode)

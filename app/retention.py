@@ -11,12 +11,12 @@ import logging
 
 from starlette.concurrency import run_in_threadpool
 
-from jobs.storage import LocalStorage
+from jobs.storage import Storage
 
 log = logging.getLogger(__name__)
 
 
-async def sweep_forever(storage: LocalStorage, keep_s: int, every_s: float) -> None:
+async def sweep_forever(storage: Storage, keep_s: int, every_s: float) -> None:
     while True:
         try:
             removed = await run_in_threadpool(storage.purge_jobs, keep_s)

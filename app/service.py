@@ -33,7 +33,7 @@ from jobs.protocol import (
 )
 from jobs.queueing import JobQueues, live_workers
 from jobs.records import JobRecord, JobStore, Progress
-from jobs.storage import LocalStorage, job_key
+from jobs.storage import Storage, job_key
 from jobs.views import job_view
 from jobs.webhooks import check_url, notify, resolve
 
@@ -65,7 +65,7 @@ class JobService:
         catalog: Catalog,
         store: JobStore,
         queues: JobQueues,
-        storage: LocalStorage,
+        storage: Storage,
     ) -> None:
         self.idempotency = IdempotencyKeys(store.redis)
         self.settings = settings
@@ -147,7 +147,7 @@ class JobService:
     ) -> JobRecord:
         inputs = {}
         for name, image in images.items():
-            key = job_key(job_id, f"input-{name}.png")
+            key = job_key(owner, job_id, f"input-{name}.png")
             self.storage.put(key, image.png)
             inputs[name] = key
         record = JobRecord(

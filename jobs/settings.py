@@ -8,6 +8,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,19 @@ class Settings(BaseSettings):
     signing_secret: SecretStr | None = None
     """HMAC key of file URLs. Unset: generated once and kept in `data_dir/signing.key`.
     Set it explicitly when API replicas and workers do not share `data_dir`."""
+
+    storage: Literal["local", "s3"] = "local"
+    """Where images live: files under `data_dir`, or an S3-compatible bucket."""
+
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    """For S3-compatible servers (MinIO, …); unset for AWS. Credentials come from the usual
+    AWS_* variables or instance roles."""
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    """A folder inside the bucket for everything this service writes."""
+    s3_public_url: str | None = None
+    """A public base URL of the bucket (a CDN, …): image URLs use it instead of presigning."""
 
     url_ttl_s: int = Field(default=3600, ge=1)
     """How long a signed file URL stays valid."""

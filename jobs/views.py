@@ -6,12 +6,12 @@ from typing import Any
 
 from jobs.protocol import JobStatus
 from jobs.records import JobRecord
-from jobs.storage import LocalStorage
+from jobs.storage import Storage
 
 
 def job_view(
     record: JobRecord,
-    storage: LocalStorage,
+    storage: Storage,
     *,
     base_url: str,
     url_ttl_s: int,
@@ -24,7 +24,7 @@ def job_view(
         result = {
             "images": [
                 {
-                    "url": base + storage.signed_path(image.key, url_ttl_s),
+                    "url": storage.url(image.key, url_ttl_s, base),
                     "width": image.width,
                     "height": image.height,
                     "seed": image.seed,

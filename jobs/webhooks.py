@@ -28,7 +28,7 @@ import redis
 from jobs import keys
 from jobs.errors import InvalidRequest
 from jobs.records import JobRecord
-from jobs.storage import LocalStorage
+from jobs.storage import Storage
 from jobs.views import job_view
 
 DUE = f"{keys.PREFIX}:webhooks:due"
@@ -210,7 +210,7 @@ def notify(
     connection: redis.Redis,
     record: JobRecord,
     event: str,
-    storage: LocalStorage,
+    storage: Storage,
     *,
     base_url: str,
     url_ttl_s: int,

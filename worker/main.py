@@ -29,7 +29,7 @@ from jobs.protocol import Priority
 from jobs.queueing import JobQueues, announce_worker, retire_worker
 from jobs.records import JobStore
 from jobs.recovery import Reaper
-from jobs.storage import LocalStorage
+from jobs.storage import Storage, make_storage
 from worker import metrics
 from worker.runner import WorkerContext
 from worker.settings import WorkerSettings, get_worker_settings
@@ -104,9 +104,7 @@ class DrainingWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
 
-def _notify_lost(
-    store: JobStore, storage: LocalStorage, settings: WorkerSettings, job_id: str
-) -> None:
+def _notify_lost(store: JobStore, storage: Storage, settings: WorkerSettings, job_id: str) -> None:
     record = store.get(job_id)
     if record is not None:
         webhooks.notify(
@@ -181,7 +179,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
     connection = redis.Redis.from_url(settings.redis_url)
     store = JobStore(connection, settings.job_ttl_s, settings.lease_s)
-    storage = LocalStorage(settings.data_dir, settings.signing_key())
+    storage = make_storage(settings)
     first = next(iter(models.values()))
     info: dict[str, object] = {
         "models": ids,

@@ -29,7 +29,7 @@ from jobs.protocol import (
 )
 from jobs.queueing import JobQueues
 from jobs.records import JobError, JobRecord, JobStore, Progress, StoredImage
-from jobs.storage import LocalStorage, job_key
+from jobs.storage import Storage, job_key
 from worker import metrics
 from worker.imaging import composite, encode, inpaint_canvas, outpaint_canvas
 
@@ -49,7 +49,7 @@ class WorkerContext:
 
     name: str
     store: JobStore
-    storage: LocalStorage
+    storage: Storage
     models: dict[str, Any]
     """Model id → `WarmModel` (typed loosely so this module imports without torch)."""
     info: dict[str, Any] = field(default_factory=dict)
@@ -448,7 +448,7 @@ def _store(
             "job_id": record.id,
             "index": index,
         }
-        key = job_key(record.id, f"{index}.{fmt.extension}")
+        key = job_key(record.owner, record.id, f"{index}.{fmt.extension}")
         context.storage.put(key, encode(image, fmt, metadata))
         stored.append(
             StoredImage(

@@ -5,8 +5,8 @@ from fastapi.responses import FileResponse
 
 from app.auth import CallerDep
 from app.deps import StateDep
-from jobs.errors import FileNotFound, Forbidden, JobNotFound
-from jobs.storage import content_type
+from jobs.errors import FileNotFound, Forbidden
+from jobs.storage import LocalStorage, content_type, job_of
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
@@ -22,16 +22,15 @@ def get_file(
             "file URLs must carry expires and sig; use the URL from the job",
             code="invalid_signature",
         )
-    state.storage.verify(key, expires, sig)
-    if state.keys.enabled:
-        parts = key.split("/")
-        if len(parts) < 3 or parts[0] != "jobs":
-            raise FileNotFound("no such file")
-        try:
-            state.jobs.get(parts[1], caller)
-        except JobNotFound:
-            raise FileNotFound("no such file") from None
-    path = state.storage.path(key)
+    storage = state.storage
+    if not isinstance(storage, LocalStorage):
+        raise FileNotFound("files are served by the object store; use the URL from the job")
+    storage.verify(key, expires, sig)
+    owner = job_of(key)
+    if owner is None or owner[0] != caller:
+        # Another key's file is answered like a missing one.
+        raise FileNotFound("no such file")
+    path = storage.path(key)
     if not path.is_file():
         raise FileNotFound("this file no longer exists (files are kept for a limited time)")
     return FileResponse(

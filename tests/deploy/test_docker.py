@@ -188,8 +188,10 @@ def test_no_model_weights_in_the_images() -> None:
 
 
 def project_dependencies() -> dict[str, Requirement]:
+    """The runtime dependencies, with the `s3` extra: both images can store in a bucket."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = [Requirement(r) for r in project["dependencies"]]
+    reqs += [Requirement(r) for r in project["optional-dependencies"]["s3"]]
     return {canonicalize_name(r.name): r for r in reqs}
 
 

@@ -119,13 +119,13 @@ def test_short_configured_secret_is_refused(tmp_path: Path) -> None:
 def test_purge_deletes_only_expired_jobs(storage: LocalStorage) -> None:
     import os
 
-    storage.put("jobs/j_old/0.png", b"old")
-    storage.put("jobs/j_new/0.png", b"new")
-    old_folder = storage.root / "jobs" / "j_old"
+    storage.put("alice/j_old/0.png", b"old")
+    storage.put("alice/j_new/0.png", b"new")
+    old_folder = storage.root / "alice" / "j_old"
     os.utime(old_folder, (1000, 1000))
     assert storage.purge_jobs(older_than_s=3600, now=1000 + 3601) == 1
     assert not old_folder.exists()
-    assert storage.get("jobs/j_new/0.png") == b"new"
+    assert storage.get("alice/j_new/0.png") == b"new"
     assert storage.purge_jobs(older_than_s=3600) == 0
 
 

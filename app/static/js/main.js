@@ -1,0 +1,527 @@
+// The playground: a form over the public HTTP API of latentq.
+
+import { Api, ApiError } from "./api.js";
+import { Gallery } from "./gallery.js";
+import { decodeToCanvas, firstImageFile } from "./images.js";
+import { JobList } from "./jobs.js";
+import { MaskEditor } from "./mask-editor.js";
+import { OutpaintEditor } from "./outpaint-editor.js";
+
+const $ = (id) => document.getElementById(id);
+const MODES = ["txt2img", "inpaint", "outpaint"];
+
+const api = new Api();
+const state = { models: [], model: null, mode: "txt2img", lastSeed: null };
+
+const form = $("job-form");
+const formError = $("form-error");
+const modelSelect = $("model");
+const tabs = MODES.map((mode) => $(`tab-${mode}`));
+const fields = {
+  prompt: $("prompt"),
+  negative: $("negative-prompt"),
+  width: $("width"),
+  height: $("height"),
+  steps: $("steps"),
+  guidance: $("guidance"),
+  scheduler: $("scheduler"),
+  n: $("n"),
+  format: $("output-format"),
+  priority: $("priority"),
+  seed: $("seed"),
+  seedRandom: $("seed-random"),
+  seedReuse: $("seed-reuse"),
+};
+
+// ---- errors next to the form ----
+
+function isShown(element) {
+  return !element.closest("[hidden]");
+}
+
+function clearErrors() {
+  formError.hidden = true;
+  formError.replaceChildren();
+  for (const element of document.querySelectorAll(".invalid")) {
+    element.classList.remove("invalid");
+  }
+  for (const control of document.querySelectorAll("[aria-invalid]")) {
+    control.removeAttribute("aria-invalid");
+    const described = (control.getAttribute("aria-describedby") || "")
+      .split(" ")
+      .filter((id) => id && id !== "form-error");
+    if (described.length) {
+      control.setAttribute("aria-describedby", described.join(" "));
+    } else {
+      control.removeAttribute("aria-describedby");
+    }
+  }
+}
+
+function fieldsFor(param) {
+  const names = [param];
+  if (param.includes(".")) {
+    names.push(param.split(".")[0]);
+  }
+  for (const name of names) {
+    const found = [...document.querySelectorAll(`[data-param="${CSS.escape(name)}"]`)]
+      .filter(isShown);
+    if (found.length) {
+      return found;
+    }
+  }
+  return [];
+}
+
+function showError(error) {
+  clearErrors();
+  const message = document.createElement("p");
+  message.className = "message";
+  message.style.margin = "0";
+  message.textContent = error.message || String(error);
+  formError.append(message);
+  if (error instanceof ApiError && error.status) {
+    const code = document.createElement("span");
+    code.className = "code";
+    code.textContent = `${error.status} ${error.code}${error.param ? ` · ${error.param}` : ""}`;
+    formError.append(code);
+  }
+  formError.hidden = false;
+  const param = error instanceof ApiError ? error.param : null;
+  if (!param) {
+    return;
+  }
+  let first = null;
+  for (const field of fieldsFor(param)) {
+    field.classList.add("invalid");
+    const controls = field.matches("input, select, textarea")
+      ? [field]
+      : [...field.querySelectorAll("input, select, textarea, canvas[role]")];
+    for (const control of controls) {
+      control.setAttribute("aria-invalid", "true");
+      const described = control.getAttribute("aria-describedby");
+      control.setAttribute("aria-describedby", described ? `${described} form-error` : "form-error");
+      first ??= control.matches("input, select, textarea") && !control.disabled ? control : null;
+    }
+  }
+  first?.focus();
+}
+
+form.addEventListener("input", (event) => {
+  const field = event.target.closest(".invalid");
+  if (field) {
+    field.classList.remove("invalid");
+    for (const control of field.querySelectorAll("[aria-invalid]")) {
+      control.removeAttribute("aria-invalid");
+    }
+  }
+});
+
+// ---- service status, API key ----
+
+const serviceStatus = $("service-status");
+const banner = $("banner");
+const auth = $("auth");
+const authMessage = $("auth-message");
+const keyInput = $("api-key");
+
+function setServiceStatus(text, isError = false) {
+  serviceStatus.textContent = text;
+  serviceStatus.classList.toggle("error", isError);
+}
+
+function showBanner(text) {
+  banner.textContent = text || "";
+  banner.hidden = !text;
+}
+
+function showAuth(message) {
+  auth.hidden = false;
+  authMessage.textContent = message;
+  keyInput.placeholder = api.key ? "a key is set for this tab" : "";
+}
+
+api.onUnauthorized((error) => {
+  showAuth(
+    api.key
+      ? `The service refused the key: ${error.message}`
+      : "This service needs an API key.",
+  );
+  setServiceStatus("An API key is needed.", true);
+});
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const key = keyInput.value.trim();
+  if (!key) {
+    keyInput.focus();
+    return;
+  }
+  api.key = key;
+  keyInput.value = "";
+  loadModels();
+});
+
+$("key-forget").addEventListener("click", () => {
+  api.key = "";
+  keyInput.value = "";
+  loadModels();
+});
+
+// ---- models ----
+
+function describeModel(model) {
+  const [width, height] = model.native_size || [];
+  const parts = [model.family, `native ${width}×${height}`];
+  if (model.default_steps) {
+    parts.push(`${model.default_steps} steps`);
+  }
+  const workers = model.workers ?? 0;
+  parts.push(`${workers} warm worker${workers === 1 ? "" : "s"}`);
+  let text = parts.filter(Boolean).join(" · ");
+  if (!workers) {
+    text += ". No worker holds it yet: jobs wait in its queue.";
+  }
+  return text;
+}
+
+function applyModel(model) {
+  state.model = model;
+  $("model-info").textContent = describeModel(model);
+  const [width, height] = model.native_size || [512, 512];
+  fields.width.value = String(width);
+  fields.height.value = String(height);
+  fields.steps.value = model.default_steps ? String(model.default_steps) : "";
+  fields.guidance.value = model.default_guidance ?? "";
+  fields.scheduler.replaceChildren(
+    ...(model.schedulers || []).map((name) => new Option(name, name)),
+  );
+  fields.scheduler.value = model.default_scheduler || model.schedulers?.[0] || "";
+  for (const tab of tabs) {
+    tab.hidden = !model.tasks.includes(tab.dataset.mode);
+  }
+  if (!model.tasks.includes(state.mode)) {
+    setMode(MODES.find((mode) => model.tasks.includes(mode)) || "txt2img");
+  }
+}
+
+async function loadModels() {
+  setServiceStatus("Loading models…");
+  try {
+    const { data } = await api.models();
+    state.models = data;
+    const previous = modelSelect.value;
+    modelSelect.replaceChildren(
+      ...data.map((model) => new Option(model.default ? `${model.id} (default)` : model.id, model.id)),
+    );
+    const chosen = data.find((m) => m.id === previous) || data.find((m) => m.default) || data[0];
+    if (chosen) {
+      modelSelect.value = chosen.id;
+      applyModel(chosen);
+    }
+    const warm = data.filter((model) => model.workers > 0).length;
+    setServiceStatus(`${data.length} model${data.length === 1 ? "" : "s"}, ${warm} warm.`);
+    showBanner("");
+    if (api.key) {
+      showAuth("Using the API key kept in this tab.");
+    } else {
+      auth.hidden = true;
+    }
+  } catch (error) {
+    if (error.status === 401) {
+      return;
+    }
+    setServiceStatus("The models could not be loaded.", true);
+    showBanner(error.message);
+  }
+}
+
+modelSelect.addEventListener("change", () => {
+  const model = state.models.find((m) => m.id === modelSelect.value);
+  if (model) {
+    applyModel(model);
+  }
+});
+
+// ---- modes (tabs) ----
+
+function setMode(mode, focus = false) {
+  state.mode = mode;
+  for (const tab of tabs) {
+    const selected = tab.dataset.mode === mode;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    $(tab.getAttribute("aria-controls")).hidden = !selected;
+    if (selected && focus) {
+      tab.focus();
+    }
+  }
+  clearErrors();
+  if (mode === "inpaint") {
+    maskEditor.layout();
+  } else if (mode === "outpaint") {
+    outpaintEditor.redraw();
+  }
+}
+
+for (const tab of tabs) {
+  tab.addEventListener("click", () => setMode(tab.dataset.mode));
+}
+
+$("job-form").querySelector('[role="tablist"]').addEventListener("keydown", (event) => {
+  const visible = tabs.filter((tab) => !tab.hidden);
+  const at = visible.indexOf(document.activeElement);
+  if (at === -1) {
+    return;
+  }
+  const moves = {
+    ArrowRight: (at + 1) % visible.length,
+    ArrowLeft: (at - 1 + visible.length) % visible.length,
+    Home: 0,
+    End: visible.length - 1,
+  };
+  if (event.key in moves) {
+    event.preventDefault();
+    setMode(visible[moves[event.key]].dataset.mode, true);
+  }
+});
+
+// ---- image editors ----
+
+const maskEditor = new MaskEditor({
+  frame: $("inpaint-frame"),
+  empty: $("inpaint-empty"),
+  stage: $("mask-stage"),
+  imageCanvas: $("mask-image"),
+  paintCanvas: $("mask-paint"),
+  cursor: $("brush-cursor"),
+  brushInput: $("brush-size"),
+  brushOutput: $("brush-size-value"),
+  brushButton: $("tool-brush"),
+  eraserButton: $("tool-eraser"),
+  undoButton: $("mask-undo"),
+  fillButton: $("mask-fill"),
+  invertButton: $("mask-invert"),
+  clearButton: $("mask-clear"),
+});
+
+const outpaintEditor = new OutpaintEditor({
+  frame: $("outpaint-frame"),
+  empty: $("outpaint-empty"),
+  stage: $("outpaint-stage"),
+  canvas: $("outpaint-canvas"),
+  sizeLabel: $("canvas-size"),
+  inputs: {
+    left: $("pad-left"),
+    right: $("pad-right"),
+    top: $("pad-top"),
+    bottom: $("pad-bottom"),
+  },
+  handles: Object.fromEntries(
+    [...document.querySelectorAll(".handle")].map((handle) => [handle.dataset.side, handle]),
+  ),
+});
+
+const editors = { inpaint: maskEditor, outpaint: outpaintEditor };
+
+async function loadInto(mode, blob) {
+  try {
+    editors[mode].load(await decodeToCanvas(blob));
+    clearErrors();
+  } catch (error) {
+    setMode(mode);
+    showError(new ApiError(0, "invalid_image", error.message, "image"));
+  }
+}
+
+for (const mode of ["inpaint", "outpaint"]) {
+  const input = $(`${mode}-file`);
+  input.addEventListener("change", () => {
+    if (input.files?.[0]) {
+      loadInto(mode, input.files[0]);
+    }
+  });
+  const frame = $(`${mode}-frame`);
+  frame.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    frame.classList.add("dragover");
+  });
+  frame.addEventListener("dragleave", () => frame.classList.remove("dragover"));
+  frame.addEventListener("drop", (event) => {
+    event.preventDefault();
+    frame.classList.remove("dragover");
+    const file = firstImageFile(event.dataTransfer);
+    if (file) {
+      loadInto(mode, file);
+    }
+  });
+}
+
+async function sendTo(mode, blob) {
+  if (!state.model?.tasks.includes(mode)) {
+    const model = state.models.find((m) => m.tasks.includes(mode));
+    if (!model) {
+      showError(new ApiError(0, "unsupported", `No model of this service can ${mode}.`));
+      return;
+    }
+    modelSelect.value = model.id;
+    applyModel(model);
+  }
+  setMode(mode, true);
+  $(`${mode}-file`).value = "";
+  await loadInto(mode, blob);
+}
+
+// ---- seed ----
+
+function syncSeed() {
+  fields.seed.disabled = fields.seedRandom.checked;
+}
+
+function useSeed(seed) {
+  fields.seedRandom.checked = false;
+  syncSeed();
+  fields.seed.value = String(seed);
+}
+
+fields.seedRandom.addEventListener("change", syncSeed);
+fields.seedReuse.addEventListener("click", () => {
+  if (state.lastSeed !== null) {
+    useSeed(state.lastSeed);
+  }
+});
+
+$("swap-size").addEventListener("click", () => {
+  [fields.width.value, fields.height.value] = [fields.height.value, fields.width.value];
+});
+
+// ---- submit ----
+
+// A number field's value: a number, nothing when empty, or the text as typed when it is not a
+// number (so that the service names what is wrong).
+function numberOf(input) {
+  const raw = input.value.trim();
+  if (raw === "") {
+    return undefined;
+  }
+  const value = Number(raw);
+  return Number.isFinite(value) ? value : raw;
+}
+
+async function buildRequest() {
+  const mode = state.mode;
+  const params = {
+    type: mode,
+    model: state.model.id,
+    prompt: fields.prompt.value,
+  };
+  if (fields.negative.value.trim()) {
+    params.negative_prompt = fields.negative.value;
+  }
+  const optional = {
+    steps: numberOf(fields.steps),
+    guidance_scale: numberOf(fields.guidance),
+    scheduler: fields.scheduler.value || undefined,
+    n: numberOf(fields.n),
+    output_format: fields.format.value,
+    priority: fields.priority.value,
+    seed: fields.seedRandom.checked ? undefined : numberOf(fields.seed),
+  };
+  if (mode === "txt2img") {
+    optional.width = numberOf(fields.width);
+    optional.height = numberOf(fields.height);
+  } else {
+    optional.strength = numberOf($(`${mode}-strength`));
+    optional.mask_blur = numberOf($(`${mode}-blur`));
+  }
+  for (const [name, value] of Object.entries(optional)) {
+    if (value !== undefined) {
+      params[name] = value;
+    }
+  }
+  const files = {};
+  if (mode !== "txt2img") {
+    const editor = editors[mode];
+    if (!editor.hasImage) {
+      throw new ApiError(0, "image_missing", `Choose an image to ${mode} first.`, "image");
+    }
+    files.image = await editor.imageBlob();
+  }
+  if (mode === "inpaint") {
+    if (maskEditor.isEmpty()) {
+      throw new ApiError(
+        0,
+        "mask_empty",
+        "Paint the areas to repaint on the image first (white = repaint).",
+        "mask",
+      );
+    }
+    files.mask = await maskEditor.maskBlob();
+  }
+  if (mode === "outpaint") {
+    params.outpaint = outpaintEditor.padding();
+  }
+  return { params, files };
+}
+
+const generate = $("generate");
+
+async function submit(event) {
+  event?.preventDefault();
+  clearErrors();
+  if (!state.model) {
+    showError(new ApiError(0, "no_model", "No model is loaded yet."));
+    return;
+  }
+  generate.disabled = true;
+  try {
+    const { params, files } = await buildRequest();
+    const job = await api.submit(params, files);
+    if (job.params?.seed !== undefined) {
+      state.lastSeed = job.params.seed;
+      fields.seedReuse.disabled = false;
+    }
+    jobs.track(job);
+  } catch (error) {
+    showError(error);
+  } finally {
+    generate.disabled = false;
+  }
+}
+
+form.addEventListener("submit", submit);
+form.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    submit();
+  }
+});
+
+// ---- jobs and gallery ----
+
+const gallery = new Gallery({
+  list: $("gallery"),
+  empty: $("gallery-empty"),
+  template: $("image-template"),
+  clearButton: $("gallery-clear"),
+  api,
+  onSend: sendTo,
+  onUseSeed: useSeed,
+});
+
+const jobs = new JobList({
+  list: $("jobs"),
+  empty: $("jobs-empty"),
+  template: $("job-template"),
+  clearButton: $("jobs-clear"),
+  api,
+  onFinished: (job) => {
+    if (job.status === "succeeded") {
+      gallery.add(job);
+    }
+  },
+});
+
+syncSeed();
+setMode("txt2img");
+loadModels();

@@ -23,13 +23,14 @@ from app.events import EventHub
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
 from app.ratelimit import RateLimiter
+from app.requestid import RequestIdMiddleware
 from app.retention import sweep_forever
 from app.routes import files, health, jobs, models, openai
 from app.routes.jobs import PARAMS_SCHEMA
 from app.service import JobService
 from app.settings import AppSettings, get_app_settings
 from app.webhooks import Dispatcher, dispatch_forever
-from jobs import webhooks
+from jobs import logs, webhooks
 from jobs.catalog import load_catalog
 from jobs.queueing import JobQueues
 from jobs.records import JobStore
@@ -91,6 +92,7 @@ async def reap_forever(state: State, every_s: float) -> None:
 
 def create_app(settings: AppSettings | None = None) -> FastAPI:
     settings = settings or get_app_settings()
+    logs.configure(settings.log_format, settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -144,6 +146,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     open_mode = not KeyRing(settings.api_keys).enabled and not settings.allow_open
     app.add_middleware(OpenModeGuard, enabled=open_mode)
     app.add_middleware(MetricsMiddleware)
+    # Outermost: the request id is set before anything else logs.
+    app.add_middleware(RequestIdMiddleware)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

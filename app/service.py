@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.settings import AppSettings
-from jobs import defaults
+from jobs import defaults, logs
 from jobs.catalog import Catalog, ModelEntry
 from jobs.errors import InvalidRequest, JobNotCancelable, JobNotFound, ModelNotFound
 from jobs.idempotency import IdempotencyKeys, fingerprint
@@ -161,9 +161,12 @@ class JobService:
             inputs=inputs,
             timeout_s=self.settings.job_timeout(work),
             owner=owner,
+            request_id=logs.request_id.get(),
         )
         self.queues.submit(record, params.priority)
-        log.info("accepted %s %s on %s", job_id, params.type, model.id)
+        logs.transition(
+            job_id, model.id, params.type.value, "queued", worker=None, attempts=None, timings=None
+        )
         return record
 
     def _model_for(self, params: AnyParams) -> ModelEntry:
@@ -301,7 +304,9 @@ class JobService:
         if previous is JobStatus.QUEUED:
             priority = Priority(record.params.get("priority", Priority.NORMAL))
             self.queues.remove(record, priority)
-        log.info("canceled %s (was %s)", job_id, previous.value)
+        logs.transition(
+            job_id, record.model, record.type.value, "canceled", previous=previous.value
+        )
         record = self.get(job_id)
         notify(
             self.store.redis,

@@ -60,6 +60,8 @@ class JobRecord(BaseModel):
     images: list[StoredImage] | None = None
     error: JobError | None = None
     worker: str | None = None
+    request_id: str | None = None
+    """The id of the request that submitted the job, for following it through the logs."""
     owner: str = "anonymous"
     """The API key (by name) that submitted the job; only it may see the job."""
     timeout_s: int | None = None

@@ -16,7 +16,7 @@ from typing import cast
 
 import redis
 
-from jobs import events, keys
+from jobs import events, keys, logs
 from jobs.errors import FailureCode
 from jobs.protocol import JobStatus, Priority, utcnow
 from jobs.queueing import JobQueues
@@ -60,7 +60,7 @@ class Reaper:
                 pipe.watch(record_key, lease_key)  # type: ignore[no-untyped-call]
                 if pipe.exists(lease_key):
                     return None
-                status, attempts, model, params, progress, timeout_s = (
+                status, attempts, model, params, progress, timeout_s, job_type = (
                     json.loads(v) if v is not None else None
                     for v in pipe.hmget(
                         record_key,
@@ -70,6 +70,7 @@ class Reaper:
                         "params",
                         "progress",
                         "timeout_s",
+                        "type",
                     )
                 )
                 if status != JobStatus.RUNNING.value:
@@ -121,6 +122,14 @@ class Reaper:
             except redis.WatchError:
                 return None
         log.warning("job %s lost its worker (loss %d): %s", job_id, attempts, outcome)
+        logs.transition(
+            job_id,
+            str(model),
+            str(job_type),
+            "failed" if outcome == LOST else "queued",
+            previous="worker_lost",
+            attempts=attempts,
+        )
         if outcome == LOST and self.on_failed is not None:
             self.on_failed(job_id)
         return outcome

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     poison_limit: int = Field(default=2, ge=1)
     """Worker losses after which a job fails with `worker_lost` instead of running again."""
 
+    log_format: Literal["json", "text"] = "json"
+    """JSON lines (one object a line, for log pipelines) or plain text."""
+
+    log_level: str = "INFO"
+
     job_timeout_s: int = Field(default=1800, ge=10)
     """Longest any job may run; each job's own limit is derived from its work (below)."""
 

@@ -23,7 +23,7 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from jobs import defaults, keys, webhooks
+from jobs import defaults, keys, logs, webhooks
 from jobs.catalog import Catalog, CatalogError, ModelEntry, load_catalog
 from jobs.protocol import Priority
 from jobs.queueing import JobQueues, announce_worker, retire_worker
@@ -259,11 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catalog", type=Path, help="the model catalogue file")
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LATENTQ_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     settings = get_worker_settings()
+    logs.configure(settings.log_format, settings.log_level)
     overrides = {
         k: v
         for k, v in (("models", args.models), ("device", args.device), ("catalog", args.catalog))

@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 from pydantic import ValidationError
 
-from jobs import defaults, webhooks
+from jobs import defaults, logs, webhooks
 from jobs.errors import FailureCode
 from jobs.protocol import (
     AnyParams,
@@ -145,6 +145,22 @@ def execute(context: WorkerContext, job_id: str) -> str:
     if moved is None:
         log.info("job %s is %s, not queued; skipping", job_id, record.status)
         return "skipped"
+    token = logs.request_id.set(record.request_id)
+    try:
+        return _execute(context, record)
+    finally:
+        logs.request_id.reset(token)
+
+
+def _execute(context: WorkerContext, record: JobRecord) -> str:
+    logs.transition(
+        record.id,
+        record.model,
+        record.type.value,
+        "running",
+        worker=context.name,
+        attempts=record.attempts or None,
+    )
     _notify(context, record, "start")
     labels = (record.type.value, record.model)
     metrics.QUEUED_SECONDS.labels(record.model).observe(_age_s(record.created_at))
@@ -176,7 +192,14 @@ def _outcome(context: WorkerContext, record: JobRecord) -> str:
     try:
         images = _run(context, record)
     except JobCanceled:
-        log.info("job %s canceled while running; stopped", job_id)
+        logs.transition(
+            job_id,
+            record.model,
+            record.type.value,
+            "stopped",
+            previous="canceled",
+            worker=context.name,
+        )
         _release(context, record)
         return JobStatus.CANCELED.value
     except JobGivenBack:
@@ -217,7 +240,9 @@ def _outcome(context: WorkerContext, record: JobRecord) -> str:
         status = store.status(job_id)
         log.warning("job %s finished here but is %s; result not recorded", job_id, status)
         return JobStatus.CANCELED.value if status is JobStatus.CANCELED else SUPERSEDED
-    log.info("job %s succeeded in %.2fs", job_id, timings["run_s"])
+    logs.transition(
+        job_id, record.model, record.type.value, "succeeded", worker=context.name, timings=timings
+    )
     return JobStatus.SUCCEEDED.value
 
 
@@ -257,7 +282,14 @@ def _give_back(context: WorkerContext, record: JobRecord) -> None:
             pipe.multi()
             context.queues.requeue(record.id, record.model, priority, pipe, record.timeout_s)
             pipe.execute()
-        log.warning("job %s given back to its queue: this worker is stopping", record.id)
+        logs.transition(
+            record.id,
+            record.model,
+            record.type.value,
+            "queued",
+            previous="given_back",
+            worker=context.name,
+        )
     _release(context, record)
 
 
@@ -269,7 +301,16 @@ def _release(context: WorkerContext, record: JobRecord) -> None:
 
 
 def _fail(context: WorkerContext, job_id: str, code: FailureCode, message: str) -> None:
-    log.info("job %s failed: %s (%s)", job_id, message, code)
+    record = context.store.get(job_id)
+    if record is not None:
+        logs.transition(
+            job_id,
+            record.model,
+            record.type.value,
+            "failed",
+            worker=context.name,
+            error={"code": code.value, "message": message},
+        )
     context.store.transition(
         job_id,
         JobStatus.FAILED,

@@ -44,6 +44,7 @@ if [[ -z ${LATENTQ_REDIS_URL:-} ]]; then
   redis-cli -s "$socket" ping >/dev/null || { echo "redis-server did not start; see $var/log/redis.log"; exit 1; }
 fi
 export LATENTQ_DATA_DIR=$var
+export LATENTQ_LOG_FORMAT=${LATENTQ_LOG_FORMAT:-text}
 
 # Without API keys the service is open: it listens on loopback only.
 if [[ -z ${LATENTQ_API_KEYS:-} && ${LATENTQ_ALLOW_OPEN:-false} != true ]]; then

@@ -301,3 +301,36 @@ def test_worker_serves_its_metrics_and_readiness(api: httpx.Client, service: obj
         if line.startswith('latentq_worker_jobs_total{code="",model="tiny",status="succeeded"')
     )
     assert float(succeeded.rsplit(" ", 1)[1]) >= 1
+
+
+def test_logs_are_json_lines_with_job_and_request_ids(api: httpx.Client, service: object) -> None:
+    import json as jsonlib
+
+    from tests.integration.services import Service
+
+    assert isinstance(service, Service)
+    response = api.post(
+        "/v1/jobs",
+        json={"type": "txt2img", "prompt": "logged", **FAST},
+        headers={"X-Request-ID": "req-logged-1"},
+    )
+    assert response.headers["x-request-id"] == "req-logged-1"
+    job = wait(api, response.json()["id"])
+    assert api.get("/healthz").headers["x-request-id"].startswith("r_")
+
+    def lines(name: str) -> list[dict[str, object]]:
+        log = next(p.log for p in service.processes if p.name == name)
+        parsed = []
+        for line in log.read_text().splitlines():
+            if line.startswith("{"):
+                parsed.append(jsonlib.loads(line))
+        return [entry for entry in parsed if entry.get("job_id") == job["id"]]
+
+    api_lines, worker_lines = lines("api"), lines("worker-1")
+    assert [e["status"] for e in api_lines] == ["queued"]
+    assert [e["status"] for e in worker_lines] == ["running", "succeeded"]
+    for entry in api_lines + worker_lines:
+        assert entry["request_id"] == "req-logged-1"
+        assert entry["model"] == "tiny" and entry["type"] == "txt2img"
+        assert entry["level"] == "info" and entry["ts"]
+    assert worker_lines[-1]["timings"]["run_s"] > 0  # type: ignore[index]

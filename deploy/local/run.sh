@@ -55,11 +55,29 @@ if [[ -z ${LATENTQ_API_KEYS:-} && ${LATENTQ_ALLOW_OPEN:-false} != true ]]; then
   esac
 fi
 
+# The worker's metrics port: 9100 when free, else any free one (another service, or another
+# `make run`, may hold 9100).
+if [[ -z ${LATENTQ_METRICS_PORT:-} ]]; then
+  LATENTQ_METRICS_PORT=$("$bin/python" -c '
+import socket
+for port in (9100, 0):
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        print(s.getsockname()[1])
+        break
+')
+  export LATENTQ_METRICS_PORT
+fi
+
 start worker "$bin/python" -m worker
 start api "$bin/uvicorn" --factory app.main:create_app --host "$host" --port "$port" \
   --proxy-headers --timeout-graceful-shutdown 20
 
 echo "latentq: http://$host:$port   (API docs: /docs, models: /v1/models)"
+echo "worker metrics: http://127.0.0.1:$LATENTQ_METRICS_PORT/metrics"
 echo "logs: $var/log/{redis,worker,api}.log   redis: $LATENTQ_REDIS_URL   Ctrl-C stops everything"
 # Stop everything as soon as any one process exits.
 wait -n "${pids[@]}"

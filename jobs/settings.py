@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_prefix: str = ""
     """A folder inside the bucket for everything this service writes."""
+    s3_public_endpoint_url: str | None = None
+    """The endpoint clients reach the bucket at, when it differs from `s3_endpoint_url` (a
+    MinIO inside a compose network): presigned URLs are made for this one."""
     s3_public_url: str | None = None
     """A public base URL of the bucket (a CDN, …): image URLs use it instead of presigning."""
 

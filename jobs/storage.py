@@ -151,9 +151,15 @@ class S3Storage:
     """Objects in an S3-compatible bucket (AWS S3, MinIO, …), under an optional prefix."""
 
     def __init__(
-        self, client: Any, bucket: str, prefix: str = "", public_url: str | None = None
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        public_url: str | None = None,
+        presigner: Any = None,
     ) -> None:
         self.client = client
+        self.presigner = presigner or client
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.public_url = public_url.rstrip("/") if public_url else None
@@ -177,7 +183,7 @@ class S3Storage:
     def url(self, key: str, ttl_s: int, base_url: str) -> str:
         if self.public_url is not None:
             return f"{self.public_url}/{quote(self.prefix + check_key(key))}"
-        url: str = self.client.generate_presigned_url(
+        url: str = self.presigner.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": self.prefix + key},
             ExpiresIn=ttl_s,
@@ -222,5 +228,16 @@ def make_storage(settings: Settings) -> Storage:
             region_name=settings.s3_region,
             config=config,
         )
-        return S3Storage(client, settings.s3_bucket, settings.s3_prefix, settings.s3_public_url)
+        presigner = None
+        if settings.s3_public_endpoint_url:
+            # Presigning is local arithmetic: this client never connects anywhere.
+            presigner = boto3.client(
+                "s3",
+                endpoint_url=settings.s3_public_endpoint_url,
+                region_name=settings.s3_region,
+                config=config,
+            )
+        return S3Storage(
+            client, settings.s3_bucket, settings.s3_prefix, settings.s3_public_url, presigner
+        )
     return LocalStorage(settings.data_dir, settings.signing_key())

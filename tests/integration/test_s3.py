@@ -164,3 +164,22 @@ def test_a_public_base_url_replaces_presigning(s3_endpoint: str) -> None:
     assert storage.url("alice/j_1/0.png", 60, "ignored") == (
         "https://cdn.example.com/images/p/alice/j_1/0.png"
     )
+
+
+def test_presigned_urls_can_name_a_public_endpoint(s3_endpoint: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.settings import Settings
+    from jobs.storage import make_storage
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(
+        storage="s3",
+        s3_bucket=BUCKET,
+        s3_endpoint_url=s3_endpoint,
+        s3_public_endpoint_url="https://s3.example.com",
+    )
+    storage = make_storage(settings)
+    storage.put("alice/j_9/0.png", b"x")  # written through the inside endpoint
+    url = storage.url("alice/j_9/0.png", 60, "ignored")
+    assert url.startswith(f"https://s3.example.com/{BUCKET}/alice/j_9/0.png?")

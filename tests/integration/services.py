@@ -139,33 +139,9 @@ class Service:
         return process
 
     def start_api(self) -> Process:
-        self.api_port = free_port()
-        process = spawn(
-            "api",
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "app.main:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.api_port),
-                "--log-level",
-                "warning",
-            ],
-            self.env,
-            self.workdir,
-        )
+        process, base_url = start_api(self.env, self.workdir)
+        self.api_port = int(base_url.rsplit(":", 1)[1])
         self.processes.append(process)
-        wait_for(
-            lambda: httpx.get(f"{self.base_url}/healthz").status_code == 200,
-            30,
-            "api",
-            process.proc,
-            process.log,
-        )
         return process
 
     def wait_for_workers(self, model: str, count: int, timeout: float = 120) -> None:
@@ -191,6 +167,34 @@ class Service:
         return "\n".join(
             f"--- {p.name}\n{p.log.read_text()[-3000:]}" for p in self.processes if p.log.exists()
         )
+
+
+def start_api(env: dict[str, str], workdir: Path, name: str = "api") -> tuple[Process, str]:
+    """An API replica (uvicorn) on a free loopback port, once it answers; and its URL."""
+    port = free_port()
+    args = [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "app.main:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    process = spawn(name, args, env, workdir)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_for(
+        lambda: httpx.get(f"{base_url}/healthz").status_code == 200,
+        30,
+        name,
+        process.proc,
+        process.log,
+    )
+    return process, base_url
 
 
 def write_catalog(path: Path, model_dir: Path) -> Path:

@@ -11,10 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.integration.services import PYTHON, RedisServer, free_port, spawn, wait_for
+from tests.integration.services import RedisServer, start_api
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +25,6 @@ def test_no_generated_request_gets_a_server_error(
 ) -> None:
     from tests.integration.services import ROOT
 
-    port = free_port()
     env = {
         "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
         "HF_HUB_OFFLINE": "1",
@@ -35,33 +33,8 @@ def test_no_generated_request_gets_a_server_error(
         "LATENTQ_CATALOG": str(ROOT / "models.toml"),
         "LATENTQ_RATE_LIMIT_PER_MIN": "0",
     }
-    api = spawn(
-        "api-fuzz",
-        [
-            PYTHON,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env,
-        tmp_path,
-    )
-    base = f"http://127.0.0.1:{port}"
+    api, base = start_api(env, tmp_path, "api-fuzz")
     try:
-        wait_for(
-            lambda: httpx.get(f"{base}/healthz").status_code == 200,
-            30,
-            "fuzz api",
-            api.proc,
-            api.log,
-        )
         run = subprocess.run(
             [
                 ST,

@@ -9,7 +9,7 @@ import pytest
 
 from app.auth import hash_key
 from tests.integration.helpers import sse_events, wait
-from tests.integration.services import PYTHON, Service, spawn, wait_for
+from tests.integration.services import Service, start_api
 
 ALICE, BOB = "lq_alice-test-key-0123456789", "lq_bob-test-key-0123456789"
 FAST = {"type": "txt2img", "prompt": "mine", "steps": 2}
@@ -18,42 +18,14 @@ FAST = {"type": "txt2img", "prompt": "mine", "steps": 2}
 @pytest.fixture(scope="module")
 def keyed(service: Service) -> Iterator[str]:
     """A second API replica, with keys, on the same Redis and workers as `service`."""
-    from tests.integration.services import free_port
-
-    port = free_port()
     env = {
         **service.env,
         "LATENTQ_API_KEYS": f"alice:{hash_key(ALICE)},bob:{hash_key(BOB)}",
         "LATENTQ_RATE_LIMIT_PER_MIN": "30",
         "LATENTQ_RATE_LIMIT_BURST": "8",
     }
-    process = spawn(
-        "api-keyed",
-        [
-            PYTHON,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env,
-        service.workdir,
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_api(env, service.workdir, "api-keyed")
     try:
-        wait_for(
-            lambda: httpx.get(f"{base}/healthz").status_code == 200,
-            30,
-            "keyed api",
-            process.proc,
-            process.log,
-        )
         yield base
     finally:
         process.stop()

@@ -166,8 +166,9 @@ def test_a_public_base_url_replaces_presigning(s3_endpoint: str) -> None:
     )
 
 
-def test_presigned_urls_can_name_a_public_endpoint(s3_endpoint: str,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_presigned_urls_can_name_a_public_endpoint(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from jobs.settings import Settings
     from jobs.storage import make_storage
 

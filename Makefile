@@ -25,15 +25,19 @@ $(STAMP): pyproject.toml client/pyproject.toml
 run: install
 	deploy/local/run.sh
 
-# Tools the deploy tests run: promtool checks the Prometheus files, nginx the load balancer.
-DEPLOY_TOOLS := /usr/bin/promtool /usr/sbin/nginx
+# Tools the tests run: promtool checks the Prometheus files, nginx is the load balancer,
+# headless Chromium drives the playground (tests/browser).
+TEST_TOOLS := /usr/bin/promtool /usr/sbin/nginx /usr/bin/chromium
 
-test: install $(DEPLOY_TOOLS)
+test: install $(TEST_TOOLS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Everything but the slow chaos tests.
-test-fast: install $(DEPLOY_TOOLS)
+test-fast: install $(TEST_TOOLS)
 	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+/usr/bin/chromium:
+	@command -v chromium >/dev/null || deploy/local/apt-install.sh chromium
 
 /usr/bin/promtool:
 	@command -v promtool >/dev/null || deploy/local/apt-install.sh prometheus

@@ -161,7 +161,9 @@ def test_a_job_that_keeps_losing_workers_fails_as_worker_lost(chaos: Service) ->
         )
 
 
-def test_default_lease_notices_a_kill_within_30_seconds(tmp_path: Path, tiny_model: Path) -> None:
+def test_default_lease_notices_a_kill_within_30_seconds(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     svc, server = make_service(tmp_path, tiny_model)
     try:
         svc.start_api()
@@ -180,6 +182,11 @@ def test_default_lease_notices_a_kill_within_30_seconds(tmp_path: Path, tiny_mod
                     break
                 time.sleep(0.1)
             noticed = time.time() - killed_at
+            with capsys.disabled():
+                print(
+                    f"\nchaos: default lease (20 s, reaped every 5 s): kill noticed after "
+                    f"{noticed:.1f}s"
+                )
             assert noticed < 30, noticed
             assert wait(api, job["id"], timeout=120)["status"] == "succeeded"
     finally:
@@ -236,3 +243,15 @@ def test_queued_jobs_survive_a_redis_restart(chaos: Service) -> None:
         chaos.redis.start()
         later = wait(api, submit(api, type="txt2img", prompt="later", steps=2)["id"], 60)
         assert later["status"] == "succeeded" and worker.proc.poll() is None
+
+
+def test_a_worker_recycles_itself_after_n_jobs(chaos: Service) -> None:
+    worker = chaos.start_worker("recycled", LATENTQ_RECYCLE_AFTER_JOBS="2")
+    chaos.wait_for_workers("tiny", 1)
+    with httpx.Client(base_url=chaos.base_url, timeout=30) as api:
+        ids = [submit(api, type="txt2img", prompt=f"recycle {i}", steps=2)["id"] for i in range(3)]
+        assert worker.proc.wait(60) == 0
+        statuses = [api.get(f"/v1/jobs/{job_id}").json()["status"] for job_id in ids]
+        assert statuses == ["succeeded", "succeeded", "queued"]
+        chaos.start_worker("fresh")  # as its supervisor would
+        assert wait(api, ids[2])["status"] == "succeeded"

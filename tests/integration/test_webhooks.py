@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from jobs.webhooks import verify
-from tests.integration.conftest import WEBHOOK_SECRET
+from tests.conftest import WEBHOOK_SECRET
 from tests.integration.helpers import submit, wait
 from tests.integration.services import free_port
 

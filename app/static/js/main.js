@@ -35,6 +35,9 @@ const fields = {
 
 // ---- errors next to the form ----
 
+// The controls of a field that hold its value (not a brush size slider or a checkbox).
+const CONTROLS = "input:not([type=range]):not([type=checkbox]), select, textarea";
+
 function isShown(element) {
   return !element.closest("[hidden]");
 }
@@ -89,22 +92,28 @@ function showError(error) {
   formError.hidden = false;
   const param = error instanceof ApiError ? error.param : null;
   if (!param) {
+    formError.scrollIntoView({ block: "nearest" });
     return;
   }
   let first = null;
-  for (const field of fieldsFor(param)) {
+  const found = fieldsFor(param);
+  for (const field of found) {
     field.classList.add("invalid");
     const controls = field.matches("input, select, textarea")
       ? [field]
-      : [...field.querySelectorAll("input, select, textarea, canvas[role]")];
+      : [...field.querySelectorAll(`${CONTROLS}, canvas[role]`)];
     for (const control of controls) {
       control.setAttribute("aria-invalid", "true");
       const described = control.getAttribute("aria-describedby");
       control.setAttribute("aria-describedby", described ? `${described} form-error` : "form-error");
-      first ??= control.matches("input, select, textarea") && !control.disabled ? control : null;
+      first ??= control.matches(CONTROLS) && !control.disabled ? control : null;
     }
   }
-  first?.focus();
+  if (first) {
+    first.focus();
+  } else {
+    (found[0] || formError).scrollIntoView({ block: "nearest" });
+  }
 }
 
 form.addEventListener("input", (event) => {
@@ -135,10 +144,14 @@ function showBanner(text) {
   banner.hidden = !text;
 }
 
-function showAuth(message) {
+function showAuth(message, focus = false) {
   auth.hidden = false;
   authMessage.textContent = message;
   keyInput.placeholder = api.key ? "a key is set for this tab" : "";
+  $("key-forget").hidden = !api.key;
+  if (focus) {
+    keyInput.focus();
+  }
 }
 
 api.onUnauthorized((error) => {
@@ -146,6 +159,7 @@ api.onUnauthorized((error) => {
     api.key
       ? `The service refused the key: ${error.message}`
       : "This service needs an API key.",
+    true,
   );
   setServiceStatus("An API key is needed.", true);
 });

@@ -1,0 +1,70 @@
+"""Helpers shared by the browser tests: driving the playground page and reading its state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+IMAGES_STATE = """
+() => [...document.querySelectorAll('#gallery .card')].map((card) => {
+  const img = card.querySelector('img');
+  return {
+    job: card.dataset.jobId,
+    seed: Number(card.dataset.seed),
+    state: card.dataset.state,
+    width: img.naturalWidth,
+    height: img.naturalHeight,
+    complete: img.complete,
+    src: img.getAttribute('src') || '',
+    text: card.querySelector('figcaption').innerText,
+    download: card.querySelector('.card-download').getAttribute('download') || '',
+    href: card.querySelector('.card-download').getAttribute('href') || '',
+  };
+})
+"""
+
+
+def snap(page: Any, artifacts: Path, name: str) -> Path:
+    path = artifacts / f"{name}.png"
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def fill_prompt(page: Any, prompt: str, *, steps: int | None = None) -> None:
+    page.fill("#prompt", prompt)
+    if steps is not None:
+        page.fill("#steps", str(steps))
+
+
+def newest_job(page: Any) -> Any:
+    return page.locator("#jobs .job").first
+
+
+def gallery(page: Any) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = page.evaluate(IMAGES_STATE)
+    return result
+
+
+def wait_for_loaded_images(page: Any, job_id: str, count: int) -> list[dict[str, Any]]:
+    """The gallery cards of job_id once `count` of them have decoded their image."""
+    page.wait_for_function(
+        """([job, count]) => {
+          const cards = [...document.querySelectorAll(`#gallery .card[data-job-id="${job}"]`)];
+          return cards.length === count && cards.every((card) => {
+            const img = card.querySelector('img');
+            return card.dataset.state === 'loaded' && img.complete && img.naturalWidth > 0;
+          });
+        }""",
+        arg=[job_id, count],
+    )
+    return [card for card in gallery(page) if card["job"] == job_id]
+
+
+def api_job(base_url: str, job_id: str, key: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx.get(f"{base_url}/v1/jobs/{job_id}", headers=headers, timeout=30)
+    response.raise_for_status()
+    job: dict[str, Any] = response.json()
+    return job

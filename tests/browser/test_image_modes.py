@@ -1,0 +1,250 @@
+"""Inpaint (a mask painted with the mouse) and outpaint (padding typed and dragged)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from tests.browser.playground import (
+    api_job,
+    fill_prompt,
+    newest_job,
+    snap,
+    wait_for_loaded_images,
+)
+from tests.integration.services import Service
+
+pytestmark = pytest.mark.integration
+
+SIZE = 64
+
+
+def gradient_png(path: Path) -> np.ndarray:
+    x = np.linspace(0, 255, SIZE, dtype=np.uint8)
+    pixels = np.stack(
+        [
+            np.tile(x, (SIZE, 1)),
+            np.tile(x[:, None], (1, SIZE)),
+            np.full((SIZE, SIZE), 96, np.uint8),
+        ],
+        axis=-1,
+    )
+    Image.fromarray(pixels, "RGB").save(path)
+    return pixels
+
+
+RECORD_FORMS = """
+() => {
+  window.submittedForms = [];
+  const fetchForReal = window.fetch;
+  window.fetch = async (input, init) => {
+    if (init && init.body instanceof FormData) {
+      const parts = {};
+      for (const [name, value] of init.body.entries()) {
+        if (value instanceof Blob) {
+          const bytes = new Uint8Array(await value.arrayBuffer());
+          let binary = "";
+          for (const byte of bytes) {
+            binary += String.fromCharCode(byte);
+          }
+          parts[name] = {base64: btoa(binary), type: value.type};
+        } else {
+          parts[name] = {text: value};
+        }
+      }
+      window.submittedForms.push(parts);
+    }
+    return fetchForReal(input, init);
+  };
+}
+"""
+
+
+def record_forms(page: Any) -> None:
+    """Keeps a copy of every multipart form the page sends, in window.submittedForms."""
+    page.evaluate(RECORD_FORMS)
+
+
+def only_form(page: Any) -> dict[str, Any]:
+    """The parts of the one multipart form sent: text, or (bytes, content type)."""
+    page.wait_for_function("() => window.submittedForms.length > 0")
+    forms = page.evaluate("() => window.submittedForms")
+    assert len(forms) == 1
+    parts: dict[str, Any] = {}
+    for name, part in forms[-1].items():
+        if "text" in part:
+            parts[name] = part["text"]
+        else:
+            parts[name] = (base64.b64decode(part["base64"]), part["type"])
+    return parts
+
+
+def rgb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
+def stroke(page: Any, selector: str, points: list[tuple[float, float]], size: int) -> None:
+    """Drags the mouse through points given in image pixels of the canvas at selector."""
+    page.locator(selector).scroll_into_view_if_needed()
+    box = page.locator(selector).bounding_box()
+    scale_x, scale_y = box["width"] / size, box["height"] / size
+
+    def at(point: tuple[float, float]) -> tuple[float, float]:
+        return box["x"] + point[0] * scale_x, box["y"] + point[1] * scale_y
+
+    page.mouse.move(*at(points[0]))
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*at(point), steps=8)
+    page.mouse.up()
+
+
+def set_brush(page: Any, size: int) -> None:
+    page.locator("#brush-size").evaluate(
+        "(input, size) => { input.value = size; input.dispatchEvent(new Event('input')); }",
+        size,
+    )
+    expect(page.locator("#brush-size-value")).to_have_text(f"{size} px")
+
+
+def test_inpaint_with_a_mask_painted_with_the_mouse(
+    page: Any, service: Service, artifacts: Path, tmp_path: Path
+) -> None:
+    original = gradient_png(tmp_path / "gradient.png")
+    record_forms(page)
+    page.click("#tab-inpaint")
+    page.set_input_files("#inpaint-file", tmp_path / "gradient.png")
+    expect(page.locator("#mask-stage")).to_be_visible()
+    sizes = (
+        "() => ['mask-image', 'mask-paint'].map(id => [document.getElementById(id).width, "
+        "document.getElementById(id).height])"
+    )
+    assert page.evaluate(sizes) == [[SIZE, SIZE], [SIZE, SIZE]]
+    fill_prompt(page, "a red door", steps=4)
+    page.fill("#inpaint-blur", "4")
+
+    # Painted, then cleared: nothing to repaint, said before anything is sent.
+    stroke(page, "#mask-paint", [(30, 10), (30, 50)], SIZE)
+    page.click("#mask-clear")
+    page.click("#generate")
+    expect(page.locator("#form-error .message")).to_contain_text("Paint the areas to repaint")
+    expect(page.locator(".field[data-param=mask]")).to_have_class(re.compile(r"\binvalid\b"))
+
+    set_brush(page, 6)
+    stroke(page, "#mask-paint", [(10.5, 6), (10.5, 58)], SIZE)
+    stroke(page, "#mask-paint", [(50.5, 6), (50.5, 58)], SIZE)
+    page.click("#tool-eraser")
+    expect(page.locator("#tool-eraser")).to_have_attribute("aria-pressed", "true")
+    set_brush(page, 16)
+    stroke(page, "#mask-paint", [(50.5, 1), (50.5, 63)], SIZE)
+    page.click("#tool-brush")
+    snap(page, artifacts, "inpaint-mask")
+
+    page.click("#generate")
+    parts = only_form(page)
+    assert set(parts) == {"params", "image", "mask"}
+    params = json.loads(parts["params"])
+    assert params["type"] == "inpaint"
+    assert params["mask_blur"] == 4
+    assert parts["image"][1] == parts["mask"][1] == "image/png"
+    assert (rgb(parts["image"][0]) == original).all()
+    mask = np.asarray(Image.open(io.BytesIO(parts["mask"][0])).convert("L")).astype(int)
+    assert mask.shape == (SIZE, SIZE)
+    assert (mask[8:56, 9:12] == 255).all(), "the brush stroke is white"
+    assert (mask[:, 20:] == 0).all(), "the erased stroke and the rest are black"
+    assert (mask[:, :4] == 0).all()
+
+    job = newest_job(page)
+    expect(job).to_have_attribute("data-status", "succeeded")
+    expect(job.locator(".job-steps")).to_have_text("4 / 4")
+    job_id = job.get_attribute("data-job-id")
+    [card] = wait_for_loaded_images(page, job_id, 1)
+    assert (card["width"], card["height"]) == (SIZE, SIZE)
+    assert "Inpaint" in card["text"]
+
+    record = api_job(service.base_url, job_id)
+    assert record["type"] == "inpaint"
+    result = rgb(httpx.get(record["result"]["images"][0]["url"]).content)
+    assert (result[:, 32:] == original[:, 32:]).all(), "pixels far from the mask are kept"
+    assert np.abs(result[8:56, 8:13] - original[8:56, 8:13]).mean() > 5, "the stroke is repainted"
+    snap(page, artifacts, "inpaint-result")
+
+
+def test_outpaint_an_image_sent_from_the_gallery(
+    page: Any, service: Service, artifacts: Path
+) -> None:
+    record_forms(page)
+    fill_prompt(page, "a wide beach", steps=2)
+    page.click("#generate")
+    first = newest_job(page)
+    expect(first).to_have_attribute("data-status", "succeeded")
+    source_id = first.get_attribute("data-job-id")
+    wait_for_loaded_images(page, source_id, 1)
+    source = api_job(service.base_url, source_id)["result"]["images"][0]
+    source_pixels = rgb(httpx.get(source["url"]).content)
+
+    page.locator(f"#gallery .card[data-job-id='{source_id}'] .card-outpaint").click()
+    expect(page.locator("#tab-outpaint")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#outpaint-stage")).to_be_visible()
+    expect(page.locator("#pad-left")).to_have_value("16")
+    expect(page.locator("#pad-right")).to_have_value("16")
+
+    page.fill("#pad-top", "8")
+    expect(page.locator("#canvas-size")).to_have_text("Image 64×64 on a canvas of 96×72.")
+    page.locator(".handle-bottom").scroll_into_view_if_needed()
+    handle = page.locator(".handle-bottom").bounding_box()
+    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x, y + 90, steps=10)
+    page.mouse.up()
+    bottom = int(page.input_value("#pad-bottom"))
+    assert bottom > 0 and bottom % 8 == 0
+    expect(page.locator(".handle-bottom")).to_have_attribute("aria-valuenow", str(bottom))
+    page.locator(".handle-right").focus()
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#pad-right")).to_have_value("24")
+    width, height = SIZE + 16 + 24, SIZE + 8 + bottom
+    expect(page.locator("#canvas-size")).to_have_text(
+        f"Image 64×64 on a canvas of {width}×{height}."
+    )
+    page.fill("#outpaint-blur", "4")
+    snap(page, artifacts, "outpaint-canvas")
+
+    page.click("#generate")
+    parts = only_form(page)
+    assert set(parts) == {"params", "image"}
+    params = json.loads(parts["params"])
+    assert params["type"] == "outpaint"
+    assert params["outpaint"] == {"left": 16, "right": 24, "top": 8, "bottom": bottom}
+    assert (rgb(parts["image"][0]) == source_pixels).all()
+
+    job = newest_job(page)
+    expect(job).to_have_attribute("data-status", "succeeded")
+    job_id = job.get_attribute("data-job-id")
+    [card] = wait_for_loaded_images(page, job_id, 1)
+    assert (card["width"], card["height"]) == (width, height)
+    assert "left 16, right 24, top 8, bottom" in card["text"]
+    record = api_job(service.base_url, job_id)
+    assert record["params"]["outpaint"] == params["outpaint"]
+    snap(page, artifacts, "outpaint-result")
+
+    # The outpainted image goes on to inpaint at its new size.
+    page.locator(f"#gallery .card[data-job-id='{job_id}'] .card-inpaint").click()
+    expect(page.locator("#tab-inpaint")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#mask-stage")).to_be_visible()
+    page.wait_for_function(
+        "([w, h]) => document.getElementById('mask-paint').width === w"
+        " && document.getElementById('mask-paint').height === h",
+        arg=[width, height],
+    )

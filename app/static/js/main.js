@@ -302,6 +302,13 @@ $("job-form").querySelector('[role="tablist"]').addEventListener("keydown", (eve
 
 // ---- image editors ----
 
+// Painting answers a "paint something first" error about the mask: take it away.
+function maskChanged() {
+  if ($("inpaint-frame").closest(".invalid")) {
+    clearErrors();
+  }
+}
+
 const maskEditor = new MaskEditor({
   frame: $("inpaint-frame"),
   empty: $("inpaint-empty"),
@@ -317,7 +324,7 @@ const maskEditor = new MaskEditor({
   fillButton: $("mask-fill"),
   invertButton: $("mask-invert"),
   clearButton: $("mask-clear"),
-});
+}, maskChanged);
 
 const outpaintEditor = new OutpaintEditor({
   frame: $("outpaint-frame"),

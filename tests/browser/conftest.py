@@ -15,7 +15,6 @@ import pytest
 
 from tests.integration.services import Service
 
-
 CHROMIUM = Path(os.environ.get("LATENTQ_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",

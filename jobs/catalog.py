@@ -9,7 +9,7 @@ pipelines). A TOML file:
     id = "tiny-sd"
     source = "var/models/tiny-sd"   # a diffusers folder (relative to this file) or a hub id
     family = "sd1"
-    tasks = ["txt2img", "inpaint", "outpaint"]
+    tasks = ["txt2img", "img2img", "inpaint", "outpaint"]
     native_size = [512, 512]
     default_steps = 20
     dtype = "auto"
@@ -56,7 +56,12 @@ class ModelEntry(BaseModel):
     id: str
     source: str
     family: Literal["sd1"]
-    tasks: tuple[JobType, ...] = (JobType.TXT2IMG, JobType.INPAINT, JobType.OUTPAINT)
+    tasks: tuple[JobType, ...] = (
+        JobType.TXT2IMG,
+        JobType.IMG2IMG,
+        JobType.INPAINT,
+        JobType.OUTPAINT,
+    )
     native_size: tuple[int, int] = (512, 512)
     default_steps: int = Field(default=30, ge=1, le=defaults.STEPS_MAX)
     default_guidance: float = Field(

@@ -45,6 +45,9 @@ repainted and blends; the rest of the original is composited back unchanged."""
 STRENGTH_DEFAULT: Final = 1.0
 """Inpaint/outpaint denoising strength when the request does not give one."""
 
+IMG2IMG_STRENGTH_DEFAULT: Final = 0.75
+"""img2img strength when the request does not give one: the input's layout survives."""
+
 PRIORITIES: Final = ("high", "normal", "low")
 """Queue priorities, most urgent first: a worker always drains `high` before `normal`."""
 

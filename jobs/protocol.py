@@ -18,6 +18,7 @@ from jobs import defaults
 
 class JobType(StrEnum):
     TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
     INPAINT = "inpaint"
     OUTPAINT = "outpaint"
 
@@ -146,12 +147,13 @@ class Txt2ImgParams(JobParams):
     _size = field_validator("width", "height", mode="after")(_multiple_of_8)
 
 
-class _ImageParams(JobParams):
+class _FromImage(JobParams):
+    """Jobs that start from an input image and denoise `strength` of the way."""
+
     strength: float = Field(default=defaults.STRENGTH_DEFAULT, ge=0, le=1)
-    mask_blur: int = Field(default=defaults.MASK_BLUR_DEFAULT, ge=0, le=defaults.MASK_BLUR_MAX)
 
     @model_validator(mode="after")
-    def _some_denoising(self) -> _ImageParams:
+    def _some_denoising(self) -> _FromImage:
         # diffusers runs int(steps * strength) steps; zero of them is no job at all.
         if self.steps is not None and int(self.steps * self.strength) < 1:
             raise ValueError(
@@ -159,6 +161,17 @@ class _ImageParams(JobParams):
                 "raise strength or steps"
             )
         return self
+
+
+class _ImageParams(_FromImage):
+    mask_blur: int = Field(default=defaults.MASK_BLUR_DEFAULT, ge=0, le=defaults.MASK_BLUR_MAX)
+
+
+class Img2ImgParams(_FromImage):
+    """Restyle a whole image: the output has the input's size."""
+
+    type: Literal[JobType.IMG2IMG] = JobType.IMG2IMG
+    strength: float = Field(default=defaults.IMG2IMG_STRENGTH_DEFAULT, ge=0, le=1)
 
 
 class InpaintParams(_ImageParams):
@@ -170,10 +183,11 @@ class OutpaintParams(_ImageParams):
     outpaint: Padding
 
 
-AnyParams = Txt2ImgParams | InpaintParams | OutpaintParams
+AnyParams = Txt2ImgParams | Img2ImgParams | InpaintParams | OutpaintParams
 
 PARAMS_BY_TYPE: dict[JobType, type[AnyParams]] = {
     JobType.TXT2IMG: Txt2ImgParams,
+    JobType.IMG2IMG: Img2ImgParams,
     JobType.INPAINT: InpaintParams,
     JobType.OUTPAINT: OutpaintParams,
 }

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from jobs.catalog import ModelEntry
+from jobs.protocol import JobType
 from worker.imaging import Canvas, working_size
 from worker.schedulers import make_scheduler
 
@@ -58,7 +59,11 @@ class WarmModel:
     def __init__(
         self, entry: ModelEntry, source: str | Path, device: Device, attention: str = "auto"
     ) -> None:
-        from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
+        from diffusers import (
+            AutoPipelineForImage2Image,
+            AutoPipelineForInpainting,
+            AutoPipelineForText2Image,
+        )
 
         started = time.perf_counter()
         self.entry = entry
@@ -69,6 +74,10 @@ class WarmModel:
         self.attention = self._fast_path(base, attention)
         self.base = base
         self._scheduler_config = base.scheduler.config
+        self.restyler = None
+        if JobType.IMG2IMG in entry.tasks:
+            self.restyler = AutoPipelineForImage2Image.from_pipe(base, dtype=device.dtype)
+            self.restyler.set_progress_bar_config(disable=True)
         self.inpainter = None
         if entry.inpaints:
             # from_pipe casts the shared modules to `dtype`, float32 unless told: name
@@ -134,6 +143,18 @@ class WarmModel:
         return self._call(
             pipe, params, on_step, decode_fp32, width=params.width, height=params.height
         )
+
+    def img2img(
+        self, params: Any, image: Image.Image, on_step: StepCallback, decode_fp32: bool = False
+    ) -> list[Image.Image]:
+        """Restyle `image` (run at a size the VAE takes); outputs have the run's size."""
+        if self.restyler is None:
+            raise ValueError(f"model {self.entry.id} does not do img2img")
+        pipe = self._for_job(self.restyler, params.scheduler)
+        run_size = working_size(*image.size)
+        if run_size != image.size:
+            image = image.resize(run_size, Image.Resampling.LANCZOS)
+        return self._call(pipe, params, on_step, decode_fp32, image=image, strength=params.strength)
 
     def inpaint(
         self, params: Any, canvas: Canvas, on_step: StepCallback, decode_fp32: bool = False

@@ -22,6 +22,7 @@ from jobs import defaults, logs, webhooks
 from jobs.errors import FailureCode
 from jobs.protocol import (
     AnyParams,
+    Img2ImgParams,
     InpaintParams,
     JobStatus,
     OutpaintParams,
@@ -368,7 +369,10 @@ def _generate(
     on_step: StepMonitor,
 ) -> list[Image.Image]:
     canvas = None
-    if isinstance(params, InpaintParams | OutpaintParams):
+    source = None
+    if isinstance(params, Img2ImgParams):
+        source = _input(context, record, "image", "RGB")
+    elif isinstance(params, InpaintParams | OutpaintParams):
         image = _input(context, record, "image", "RGB")
         if isinstance(params, InpaintParams):
             mask = _input(context, record, "mask", "L")
@@ -381,15 +385,25 @@ def _generate(
             canvas = outpaint_canvas(image, params.outpaint, params.mask_blur)
 
     def run(part: AnyParams, decode_fp32: bool) -> list[Image.Image]:
-        if canvas is None:
-            images: list[Image.Image] = model.txt2img(part, on_step, decode_fp32=decode_fp32)
-        else:
+        if source is not None:
+            images: list[Image.Image] = model.img2img(
+                part, source, on_step, decode_fp32=decode_fp32
+            )
+        elif canvas is not None:
             images = model.inpaint(part, canvas, on_step, decode_fp32=decode_fp32)
+        else:
+            images = model.txt2img(part, on_step, decode_fp32=decode_fp32)
         return images
 
     outputs = run_with_fault_handling(model, params, run)
     if canvas is not None:
         outputs = [composite(out, canvas) for out in outputs]
+    elif source is not None:
+        # Back to the input's own size when the run needed a multiple of 8.
+        outputs = [
+            out if out.size == source.size else out.resize(source.size, Image.Resampling.LANCZOS)
+            for out in outputs
+        ]
     return outputs
 
 

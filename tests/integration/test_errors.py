@@ -80,6 +80,31 @@ BAD_BODIES: list[tuple[str, dict[str, Any], int, str | None]] = [
     ),
     ("inpaint without image", {"type": "inpaint", "prompt": "x", "mask": MASK}, 422, "image"),
     ("inpaint without mask", {"type": "inpaint", "prompt": "x", "image": IMAGE}, 422, "mask"),
+    ("img2img without image", {"type": "img2img", "prompt": "x"}, 422, "image"),
+    (
+        "mask on img2img",
+        {"type": "img2img", "prompt": "x", "image": IMAGE, "mask": MASK},
+        422,
+        "mask",
+    ),
+    (
+        "width on img2img",
+        {"type": "img2img", "prompt": "x", "image": IMAGE, "width": 64},
+        422,
+        "width",
+    ),
+    (
+        "mask_blur on img2img",
+        {"type": "img2img", "prompt": "x", "image": IMAGE, "mask_blur": 4},
+        422,
+        "mask_blur",
+    ),
+    (
+        "img2img strength leaves no step",
+        {"type": "img2img", "prompt": "x", "image": IMAGE, "strength": 0.05, "steps": 10},
+        422,
+        None,
+    ),
     (
         "mask on outpaint",
         {"type": "outpaint", "prompt": "x", "image": IMAGE, "mask": MASK, "outpaint": {"left": 8}},

@@ -214,7 +214,7 @@ def test_models_lists_the_catalogue_with_live_workers(api: httpx.Client) -> None
     data = api.get("/v1/models").json()["data"]
     by_id = {m["id"]: m for m in data}
     assert by_id["tiny"]["default"] and not by_id["txt-only"]["default"]
-    assert by_id["tiny"]["tasks"] == ["txt2img", "inpaint", "outpaint"]
+    assert by_id["tiny"]["tasks"] == ["txt2img", "img2img", "inpaint", "outpaint"]
     assert by_id["tiny"]["native_size"] == [64, 64]
     assert "euler" in by_id["tiny"]["schedulers"]
     assert by_id["tiny"]["workers"] == 1 and by_id["txt-only"]["workers"] == 1
@@ -334,3 +334,31 @@ def test_logs_are_json_lines_with_job_and_request_ids(api: httpx.Client, service
         assert entry["model"] == "tiny" and entry["type"] == "txt2img"
         assert entry["level"] == "info" and entry["ts"]
     assert worker_lines[-1]["timings"]["run_s"] > 0  # type: ignore[index]
+
+
+def test_img2img_keeps_the_size_and_follows_strength(api: httpx.Client) -> None:
+    source = noise_image(72, 64, seed=12)  # not a multiple of 8 wide: run at 72, back to 72
+    body = {
+        "type": "img2img",
+        "prompt": "restyled",
+        "image": png_b64(source),
+        "steps": 8,
+        "seed": 21,
+    }
+    light = run(api, strength=0.25, **body)
+    heavy = run(api, strength=1.0, **body)
+    again = run(api, strength=0.25, **body)
+    assert light["params"]["strength"] == 0.25
+    assert light["progress"]["total_steps"] == 2 and heavy["progress"]["total_steps"] == 8
+    light_px, heavy_px = pixels(api, light), pixels(api, heavy)
+    assert light_px.shape == (64, 72, 3) == heavy_px.shape
+    assert (light_px == pixels(api, again)).all()  # same seed, same pixels
+    assert np.abs(light_px - heavy_px).mean() > 1  # the strength changes the result
+    # The output starts from the input: another input, with the same seed, gives another image.
+    other = run(api, **{**body, "image": png_b64(noise_image(72, 64, seed=13))}, strength=0.25)
+    assert np.abs(pixels(api, other) - light_px).mean() > 1
+
+
+def test_img2img_default_strength(api: httpx.Client) -> None:
+    job = run(api, type="img2img", prompt="x", image=png_b64(noise_image(64, 64)), steps=4)
+    assert job["params"]["strength"] == 0.75 and job["progress"]["total_steps"] == 3

@@ -38,7 +38,7 @@ def test_reads_entries_and_defaults(tmp_path: Path) -> None:
     assert catalog.default_id == "b"
     a, b = catalog.get("a"), catalog.get(None)
     assert a is not None and b is not None and b.id == "b"
-    assert a.tasks == ("txt2img", "inpaint", "outpaint") and a.inpaints
+    assert a.tasks == ("txt2img", "img2img", "inpaint", "outpaint") and a.inpaints
     assert b.native_size == (768, 512) and b.scheduler == "ddim" and not b.inpaints
     assert catalog.get("nope") is None
 

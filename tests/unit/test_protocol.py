@@ -143,3 +143,13 @@ def test_job_ids() -> None:
     assert len(ids) == 100 and all(is_job_id(i) for i in ids)
     for bad in ("", "j_", "j_../../etc/passwd", "x_" + "a" * 22, "j_" + "a" * 21 + "/"):
         assert not is_job_id(bad)
+
+
+def test_img2img_takes_an_image_and_a_strength_only() -> None:
+    from jobs.protocol import Img2ImgParams
+
+    p = parse_params({"type": "img2img", "prompt": "x"})
+    assert isinstance(p, Img2ImgParams) and p.strength == 0.75
+    for bad in ({"mask_blur": 4}, {"width": 64}, {"strength": 1.1}, {"outpaint": {"left": 8}}):
+        with pytest.raises(ValidationError):
+            parse_params({"type": "img2img", "prompt": "x", **bad})

@@ -135,7 +135,7 @@ def _encode(value: Any) -> str:
 class JobStore:
     """Reads and writes job records. Works with a plain `redis.Redis` (decode_responses off)."""
 
-    def __init__(self, connection: redis.Redis, ttl_s: int, lease_s: float = 20.0) -> None:
+    def __init__(self, connection: redis.Redis, ttl_s: int, lease_s: float = 15.0) -> None:
         self.redis = connection
         self.ttl_s = ttl_s
         self.lease_s = lease_s

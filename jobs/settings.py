@@ -77,11 +77,12 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     """How long a receiver has to answer one delivery."""
 
-    lease_s: float = Field(default=20.0, ge=1)
+    lease_s: float = Field(default=15.0, ge=1)
     """A running job's lease: renewed at each step; once it runs out, the job is taken to
-    have lost its worker. Longer than the slowest step (and VAE decode) of any model."""
+    have lost its worker. Keep it above the slowest step (and VAE decode) of any model: a
+    real model on a CPU can need a minute a step."""
 
-    reap_interval_s: float = Field(default=5.0, gt=0)
+    reap_interval_s: float = Field(default=3.0, gt=0)
     """How often each worker and API replica looks for running jobs with lost leases."""
 
     poison_limit: int = Field(default=2, ge=1)

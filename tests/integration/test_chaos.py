@@ -184,7 +184,7 @@ def test_default_lease_notices_a_kill_within_30_seconds(
             noticed = time.time() - killed_at
             with capsys.disabled():
                 print(
-                    f"\nchaos: default lease (20 s, reaped every 5 s): kill noticed after "
+                    f"\nchaos: default lease (15 s, reaped every 3 s): kill noticed after "
                     f"{noticed:.1f}s"
                 )
             assert noticed < 30, noticed

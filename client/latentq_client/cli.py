@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--width", type=int, help="width in pixels, a multiple of 8")
     generate.add_argument("--height", type=int, help="height in pixels, a multiple of 8")
 
+    img2img = command("img2img", "restyle an image")
+    _generation_options(img2img)
+    img2img.add_argument("--image", required=True, type=Path, help="the image to restyle")
+    img2img.add_argument("--strength", type=float, help="how far from the image to go (0-1)")
+
     inpaint = command("inpaint", "repaint the white areas of a mask")
     _generation_options(inpaint)
     inpaint.add_argument("--image", required=True, type=Path, help="the image to change")
@@ -181,6 +186,8 @@ def _submit(client: Client, args: argparse.Namespace) -> Job:
     }
     if args.command == "generate":
         return client.generate(args.prompt, width=args.width, height=args.height, **common)
+    if args.command == "img2img":
+        return client.img2img(args.prompt, args.image, strength=args.strength, **common)
     image_options = {"strength": args.strength, "mask_blur": args.mask_blur}
     if args.command == "inpaint":
         return client.inpaint(args.prompt, args.image, args.mask, **image_options, **common)

@@ -190,6 +190,47 @@ class Client(_Base):
             )
         )
 
+    def img2img(
+        self,
+        prompt: str,
+        image: ImageInput,
+        *,
+        strength: float | None = None,
+        model: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        scheduler: str | None = None,
+        seed: int | None = None,
+        n: int | None = 1,
+        negative_prompt: str | None = None,
+        output_format: str | None = None,
+        priority: str | None = None,
+        wait: int | None = None,
+        idempotency_key: str | None = None,
+        **extra: Any,
+    ) -> Job:
+        """Submit an image-to-image job: restyle `image`, `strength` of the way (0–1)."""
+        return self._submit(
+            build_submit(
+                "img2img",
+                prompt,
+                images={"image": image},
+                wait=wait,
+                idempotency_key=idempotency_key,
+                strength=strength,
+                model=model,
+                steps=steps,
+                guidance_scale=guidance_scale,
+                scheduler=scheduler,
+                seed=seed,
+                n=n,
+                negative_prompt=negative_prompt,
+                output_format=output_format,
+                priority=priority,
+                **extra,
+            )
+        )
+
     def inpaint(
         self,
         prompt: str,
@@ -436,6 +477,47 @@ class AsyncClient(_Base):
                 model=model,
                 width=width,
                 height=height,
+                steps=steps,
+                guidance_scale=guidance_scale,
+                scheduler=scheduler,
+                seed=seed,
+                n=n,
+                negative_prompt=negative_prompt,
+                output_format=output_format,
+                priority=priority,
+                **extra,
+            )
+        )
+
+    async def img2img(
+        self,
+        prompt: str,
+        image: ImageInput,
+        *,
+        strength: float | None = None,
+        model: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        scheduler: str | None = None,
+        seed: int | None = None,
+        n: int | None = 1,
+        negative_prompt: str | None = None,
+        output_format: str | None = None,
+        priority: str | None = None,
+        wait: int | None = None,
+        idempotency_key: str | None = None,
+        **extra: Any,
+    ) -> AsyncJob:
+        """Submit an image-to-image job: restyle `image`, `strength` of the way (0–1)."""
+        return await self._submit(
+            build_submit(
+                "img2img",
+                prompt,
+                images={"image": image},
+                wait=wait,
+                idempotency_key=idempotency_key,
+                strength=strength,
+                model=model,
                 steps=steps,
                 guidance_scale=guidance_scale,
                 scheduler=scheduler,

@@ -76,6 +76,39 @@ def test_inpaint_with_files(client: Client, tmp_path: Path) -> None:
     assert result.convert("RGB").getpixel((1, 1)) == original.getpixel((1, 1))
 
 
+def test_img2img_keeps_the_size(client: Client) -> None:
+    job = client.img2img("as a painting", png(noise_image(72, 64)), strength=0.5, seed=5, **FAST)
+    (result,) = job.wait(timeout=120).images()
+    assert job.type == "img2img" and job.params["strength"] == 0.5 and job.seeds == [5]
+    assert result.size == (72, 64)
+
+
+def test_cli_img2img(service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source, out = tmp_path / "in.png", tmp_path / "restyled.png"
+    noise_image(80, 64).save(source)
+    code = main(
+        [
+            "--url",
+            service.base_url,
+            "img2img",
+            "a fox",
+            "--image",
+            str(source),
+            "--strength",
+            "0.5",
+            "-o",
+            str(out),
+            "--seed",
+            "4",
+            "--steps",
+            "4",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    with Image.open(out) as image:
+        assert image.size == (80, 64)
+
+
 def test_outpaint_with_bytes(client: Client) -> None:
     job = client.outpaint("a wide beach", png(noise_image(64, 64)), left=32, right=16, **FAST)
     (result,) = job.wait(timeout=120).images()

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import redis
 from rq import Queue
-from rq.exceptions import InvalidJobOperation
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs import keys
@@ -103,18 +103,18 @@ class JobQueues:
         )
 
     def remove(self, record: JobRecord, priority: Priority) -> None:
-        """Take a job off its queue, and drop RQ's copy of it (it was canceled while waiting)."""
-        queue = self.queue(record.model, priority)
+        """Take a canceled job off its queue, and let RQ's copy of it expire.
+
+        A worker may be taking the job off the queue at this very moment: it then finds the job
+        canceled and skips it. RQ's copy is left to expire rather than deleted, because deleting
+        it races with that worker's own bookkeeping of the run.
+        """
         rq_id = record.rq_id or record.id
-        queue.remove(rq_id)
-        try:
-            rq_job = queue.fetch_job(rq_id)
-            if rq_job is not None:
-                rq_job.delete(remove_from_queue=False)
-        except InvalidJobOperation:
-            # A worker took the job off the queue at this very moment; it will find the job
-            # canceled and skip it, and RQ expires its copy.
-            pass
+        queue = self.queue(record.model, priority)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lrem(queue.key, 0, rq_id)
+            pipe.expire(Job.key_for(rq_id), self.store.ttl_s)
+            pipe.execute()
 
     def position(self, record: JobRecord, priority: Priority) -> int | None:
         """1 for the next job a worker of this model will take; None when not waiting."""

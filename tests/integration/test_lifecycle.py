@@ -183,3 +183,17 @@ def test_bad_idempotency_key(api: httpx.Client) -> None:
     )
     assert response.status_code == 422
     assert response.json()["error"]["param"] == "Idempotency-Key"
+
+
+def test_cancel_racing_the_worker_never_fails(api: httpx.Client) -> None:
+    """Cancel right after submit, while the idle worker is taking the job off the queue."""
+    outcomes = []
+    for _ in range(60):
+        job = submit(api, type="txt2img", prompt="raced", steps=2)
+        response = api.delete(f"/v1/jobs/{job['id']}")
+        assert response.status_code in (200, 409), response.text
+        outcomes.append(response.status_code)
+        ended = wait(api, job["id"])
+        assert ended["status"] in ("canceled", "succeeded")
+        assert (ended["status"] == "canceled") == (response.status_code == 200)
+    assert 200 in outcomes

@@ -40,9 +40,6 @@ class LatentqError(Exception):
         if code is not None:
             self.code = code
 
-    def to_dict(self) -> dict[str, object]:
-        return {"error": {"code": self.code, "message": self.message, "param": self.param}}
-
 
 class InvalidRequest(LatentqError):
     """A field is missing, malformed or out of range."""

@@ -20,10 +20,6 @@ def channel(job_id: str) -> str:
     return f"{keys.PREFIX}:events:{job_id}"
 
 
-def job_id_of(channel_name: str) -> str:
-    return channel_name.rsplit(":", 1)[1]
-
-
 def status_message(status: str) -> str:
     return json.dumps({"event": "status", "status": status}, separators=(",", ":"))
 

@@ -92,9 +92,6 @@ class LocalStorage:
         except (FileNotFoundError, IsADirectoryError):
             raise FileNotFound(f"no file {key!r}") from None
 
-    def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
-
     def purge_jobs(self, older_than_s: float, now: float | None = None) -> int:
         """Delete the files of jobs last written more than `older_than_s` ago; returns how many
         jobs' files went. Safe to run from several processes at once."""

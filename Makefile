@@ -15,7 +15,7 @@ install: $(STAMP) /usr/bin/redis-server
 $(STAMP): pyproject.toml client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
 	  { deploy/local/apt-install.sh python3-venv && $(PYTHON) -m venv $(VENV); }
-	$(BIN)/python -m pip install --disable-pip-version-check $(TORCH) -e '.[dev,s3]' -e './client[images]'
+	$(BIN)/python -m pip install --disable-pip-version-check $(TORCH) -e '.[dev,s3,bench]' -e './client[images]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

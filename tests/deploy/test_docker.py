@@ -21,7 +21,16 @@ from packaging.utils import canonicalize_name
 from tests.deploy.helpers import DEPLOY, ROOT, run, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
-TORCH_STACK = {"torch", "diffusers", "transformers", "accelerate", "safetensors"}
+TORCH_STACK = {
+    "torch",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "peft",
+    "imageio",
+    "imageio-ffmpeg",
+}
 """What the API image must not install: the worker's side (DESIGN.md: app/ never imports it)."""
 
 

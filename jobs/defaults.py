@@ -32,6 +32,15 @@ SEED_MAX: Final = 2**32 - 1
 N_MAX: Final = 8
 """Most images one job may produce."""
 
+FRAMES_MAX: Final = 257
+"""Most frames one txt2video job may ask for (a model's catalogue entry may allow fewer)."""
+
+FPS_MAX: Final = 60
+"""Highest frame rate of a txt2video result."""
+
+VIDEOS_MAX: Final = 4
+"""Most videos one txt2video job may produce."""
+
 MASK_BLUR_MAX: Final = 64
 """Largest feather radius of an inpaint or outpaint mask, in pixels."""
 

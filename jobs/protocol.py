@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from jobs import defaults
 
@@ -21,10 +28,15 @@ class JobType(StrEnum):
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
     OUTPAINT = "outpaint"
+    TXT2VIDEO = "txt2video"
 
     @property
     def needs_image(self) -> bool:
-        return self is not JobType.TXT2IMG
+        return self not in (JobType.TXT2IMG, JobType.TXT2VIDEO)
+
+    @property
+    def makes_video(self) -> bool:
+        return self is JobType.TXT2VIDEO
 
     @property
     def needs_mask(self) -> bool:
@@ -101,7 +113,6 @@ class JobParams(_Strict):
     scheduler: str | None = Field(default=None, min_length=1, max_length=64)
     seed: Seed | None = None
     n: int = Field(default=1, ge=1, le=defaults.N_MAX)
-    output_format: OutputFormat = OutputFormat.PNG
     priority: Priority = Priority.NORMAL
     webhook: str | None = Field(default=None, min_length=8, max_length=2048)
     """An http(s) URL that gets signed POSTs about this job (see `jobs.webhooks`)."""
@@ -139,7 +150,13 @@ def _multiple_of_8(value: int | None) -> int | None:
     return value
 
 
-class Txt2ImgParams(JobParams):
+class _ImageJob(JobParams):
+    """Jobs whose results are still images."""
+
+    output_format: OutputFormat = OutputFormat.PNG
+
+
+class Txt2ImgParams(_ImageJob):
     type: Literal[JobType.TXT2IMG] = JobType.TXT2IMG
     width: int | None = Field(default=None, ge=defaults.SIZE_MIN, le=defaults.SIZE_MAX)
     height: int | None = Field(default=None, ge=defaults.SIZE_MIN, le=defaults.SIZE_MAX)
@@ -147,7 +164,27 @@ class Txt2ImgParams(JobParams):
     _size = field_validator("width", "height", mode="after")(_multiple_of_8)
 
 
-class _FromImage(JobParams):
+class Txt2VideoParams(JobParams):
+    """A clip from a prompt: each video is an MP4 (H.264) with an animated WebP beside it."""
+
+    type: Literal[JobType.TXT2VIDEO] = JobType.TXT2VIDEO
+    width: int | None = Field(default=None, ge=defaults.SIZE_MIN, le=defaults.SIZE_MAX)
+    height: int | None = Field(default=None, ge=defaults.SIZE_MIN, le=defaults.SIZE_MAX)
+    num_frames: int | None = Field(
+        default=None,
+        ge=1,
+        le=defaults.FRAMES_MAX,
+        validation_alias=AliasChoices("num_frames", "frames"),
+    )
+    """Frames per video (`frames` is accepted too); absent → the model's default."""
+    fps: int | None = Field(default=None, ge=1, le=defaults.FPS_MAX)
+    """Frame rate of the encoded video; absent → the model's default."""
+    n: int = Field(default=1, ge=1, le=defaults.VIDEOS_MAX)
+
+    _size = field_validator("width", "height", mode="after")(_multiple_of_8)
+
+
+class _FromImage(_ImageJob):
     """Jobs that start from an input image and denoise `strength` of the way."""
 
     strength: float = Field(default=defaults.STRENGTH_DEFAULT, ge=0, le=1)
@@ -183,13 +220,15 @@ class OutpaintParams(_ImageParams):
     outpaint: Padding
 
 
-AnyParams = Txt2ImgParams | Img2ImgParams | InpaintParams | OutpaintParams
+AnyParams = Txt2ImgParams | Img2ImgParams | InpaintParams | OutpaintParams | Txt2VideoParams
+ImageParams = Txt2ImgParams | Img2ImgParams | InpaintParams | OutpaintParams
 
 PARAMS_BY_TYPE: dict[JobType, type[AnyParams]] = {
     JobType.TXT2IMG: Txt2ImgParams,
     JobType.IMG2IMG: Img2ImgParams,
     JobType.INPAINT: InpaintParams,
     JobType.OUTPAINT: OutpaintParams,
+    JobType.TXT2VIDEO: Txt2VideoParams,
 }
 
 IMAGE_FIELDS = ("image", "mask")

@@ -109,10 +109,12 @@ class JobQueues:
         canceled and skips it. RQ's copy is left to expire rather than deleted, because deleting
         it races with that worker's own bookkeeping of the run.
         """
-        rq_id = record.rq_id or record.id
-        queue = self.queue(record.model, priority)
+        self.forget(record.rq_id or record.id, record.model, priority)
+
+    def forget(self, rq_id: str, model_id: str, priority: Priority) -> None:
+        """Take an RQ job off its queue and let its hash expire (see `remove`)."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lrem(queue.key, 0, rq_id)
+            pipe.lrem(self.queue(model_id, priority).key, 0, rq_id)
             pipe.expire(Job.key_for(rq_id), self.store.ttl_s)
             pipe.execute()
 

@@ -29,13 +29,19 @@ class Progress(BaseModel):
 
 
 class StoredImage(BaseModel):
-    """An output image as the record keeps it: a storage key, not a URL."""
+    """An output image (or video) as the record keeps it: a storage key, not a URL."""
 
     key: str
     width: int
     height: int
     seed: int
     content_type: str
+    num_frames: int | None = None
+    """Videos only: frames in the clip."""
+    fps: int | None = None
+    """Videos only: its frame rate."""
+    webp_key: str | None = None
+    """Videos only: the same clip as an animated WebP."""
 
 
 class JobError(BaseModel):
@@ -150,7 +156,11 @@ class JobStore:
         pipe.expire(key, self.ttl_s)
 
     def get(self, job_id: str) -> JobRecord | None:
-        raw = cast(dict[bytes, bytes], self.redis.hgetall(keys.job(job_id)))
+        return self.parse(cast(dict[bytes, bytes], self.redis.hgetall(keys.job(job_id))))
+
+    @staticmethod
+    def parse(raw: dict[bytes, bytes]) -> JobRecord | None:
+        """A record from its hash as HGETALL returns it (empty: no such job)."""
         if not raw:
             return None
         return JobRecord.model_validate(

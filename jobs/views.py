@@ -21,18 +21,37 @@ def job_view(
     base = base_url.rstrip("/")
     result = None
     if record.status is JobStatus.SUCCEEDED and record.images is not None:
-        result = {
-            "images": [
-                {
-                    "url": storage.url(image.key, url_ttl_s, base),
-                    "width": image.width,
-                    "height": image.height,
-                    "seed": image.seed,
-                    "content_type": image.content_type,
-                }
-                for image in record.images
-            ]
-        }
+        if record.type.makes_video:
+            result = {
+                "videos": [
+                    {
+                        "url": storage.url(video.key, url_ttl_s, base),
+                        "width": video.width,
+                        "height": video.height,
+                        "num_frames": video.num_frames,
+                        "fps": video.fps,
+                        "seed": video.seed,
+                        "content_type": video.content_type,
+                        "webp_url": storage.url(video.webp_key, url_ttl_s, base)
+                        if video.webp_key
+                        else None,
+                    }
+                    for video in record.images
+                ]
+            }
+        else:
+            result = {
+                "images": [
+                    {
+                        "url": storage.url(image.key, url_ttl_s, base),
+                        "width": image.width,
+                        "height": image.height,
+                        "seed": image.seed,
+                        "content_type": image.content_type,
+                    }
+                    for image in record.images
+                ]
+            }
     progress = record.progress
     return {
         "id": record.id,

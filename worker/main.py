@@ -24,6 +24,7 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 from jobs import defaults, keys, logs, webhooks
+from jobs.batching import Batcher
 from jobs.catalog import Catalog, CatalogError, ModelEntry, load_catalog
 from jobs.protocol import Priority
 from jobs.queueing import JobQueues, announce_worker, retire_worker
@@ -200,6 +201,14 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
             connection, store, queue_max=settings.queue_max, job_timeout_s=settings.job_timeout_s
         ),
     )
+    if settings.batch_max > 1 and context.queues is not None:
+        context.batcher = Batcher(context.queues, store, name)
+        context.batch_max = settings.batch_max
+        context.batch_wait_s = settings.batch_wait_ms / 1000
+        side = 512 if first.device.is_cuda else 256
+        context.batch_max_pixels = (
+            settings.batch_max_pixels if settings.batch_max_pixels is not None else 4 * side * side
+        )
     set_context(context)
 
     # Every model's high-priority queue before any normal one, and so on.

@@ -71,6 +71,12 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
     registry=REGISTRY,
 )
+BATCH_JOBS = Histogram(
+    "latentq_worker_batch_jobs",
+    "Jobs per batched pipeline call (micro-batching of compatible txt2img jobs).",
+    buckets=(2, 3, 4, 6, 8, 12, 16, 32),
+    registry=REGISTRY,
+)
 
 
 class _State:

@@ -137,11 +137,28 @@ class WarmModel:
     # -- jobs ------------------------------------------------------------------------------
 
     def txt2img(
-        self, params: Any, on_step: StepCallback, decode_fp32: bool = False
+        self,
+        params: Any,
+        on_step: StepCallback,
+        decode_fp32: bool = False,
+        *,
+        prompts: list[str] | None = None,
+        negative_prompts: list[str] | None = None,
+        seeds: list[int] | None = None,
     ) -> list[Image.Image]:
+        """`prompts`, `negative_prompts` and `seeds` (one per image) replace the params'
+        prompt, negative prompt and seeds: several jobs' images in one call."""
         pipe = self._for_job(self.base, params.scheduler)
         return self._call(
-            pipe, params, on_step, decode_fp32, width=params.width, height=params.height
+            pipe,
+            params,
+            on_step,
+            decode_fp32,
+            width=params.width,
+            height=params.height,
+            prompts=prompts,
+            negative_prompts=negative_prompts,
+            seeds=seeds,
         )
 
     def img2img(
@@ -195,10 +212,21 @@ class WarmModel:
         params: Any,
         on_step: StepCallback,
         decode_fp32: bool = False,
+        prompts: list[str] | None = None,
+        negative_prompts: list[str] | None = None,
+        seeds: list[int] | None = None,
         **kwargs: Any,
     ) -> list[Image.Image]:
         # CPU generators: the same seed gives the same starting noise on any device.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in params.seeds()]
+        seeds = seeds if seeds is not None else params.seeds()
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        if prompts is not None:
+            # One prompt per image (several jobs in one call): one image per prompt.
+            prompt: Any = prompts
+            negative: Any = negative_prompts
+            per_prompt = 1
+        else:
+            prompt, negative, per_prompt = params.prompt, params.negative_prompt or None, params.n
 
         def step_end(
             pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]
@@ -208,11 +236,11 @@ class WarmModel:
 
         with torch.inference_mode():
             result = pipe(
-                prompt=params.prompt,
-                negative_prompt=params.negative_prompt or None,
+                prompt=prompt,
+                negative_prompt=negative,
                 num_inference_steps=params.steps,
                 guidance_scale=params.guidance_scale,
-                num_images_per_prompt=params.n,
+                num_images_per_prompt=per_prompt,
                 generator=generators,
                 callback_on_step_end=step_end,
                 output_type="latent" if decode_fp32 else "pil",

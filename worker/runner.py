@@ -10,29 +10,35 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from PIL import Image
 from pydantic import ValidationError
 
 from jobs import defaults, logs, webhooks
+from jobs.batching import Batcher, batch_key, describe
 from jobs.errors import FailureCode
 from jobs.protocol import (
     AnyParams,
+    ImageParams,
     Img2ImgParams,
     InpaintParams,
     JobStatus,
     OutpaintParams,
     OutputFormat,
+    Txt2ImgParams,
+    Txt2VideoParams,
 )
 from jobs.queueing import JobQueues
 from jobs.records import JobError, JobRecord, JobStore, Progress, StoredImage
 from jobs.storage import Storage, job_key
 from worker import metrics
+from worker.batched import supports_batching, txt2img_many
 from worker.imaging import composite, encode, inpaint_canvas, outpaint_canvas
+from worker.video import MP4_CONTENT_TYPE, encode_mp4, encode_webp
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,15 @@ class WorkerContext:
 
     broken: str | None = None
     """Set when the device failed beyond repair: the process exits after the current job."""
+
+    batcher: Batcher | None = None
+    """Takes compatible queued jobs along with the one being run (None: no batching)."""
+    batch_max: int = 1
+    """The most images of one batched pipeline call."""
+    batch_max_pixels: int = 0
+    """The most output pixels of one batched pipeline call."""
+    batch_wait_s: float = 0.0
+    """How long a job waits for companions to be queued."""
 
     def draining_past_deadline(self) -> bool:
         return self.drain_deadline is not None and time.monotonic() > self.drain_deadline
@@ -134,7 +149,11 @@ class StepMonitor:
 
 
 def execute(context: WorkerContext, job_id: str) -> str:
-    """Run a job to its end status; never raises for a failure of the job itself."""
+    """Run a job to its end status; never raises for a failure of the job itself.
+
+    With micro-batching on, compatible queued jobs are taken along and run in the same
+    pipeline call (see `jobs.batching`); each still ends, and is recorded, on its own.
+    """
     store = context.store
     record = store.get(job_id)
     if record is None:
@@ -148,12 +167,15 @@ def execute(context: WorkerContext, job_id: str) -> str:
         return "skipped"
     token = logs.request_id.set(record.request_id)
     try:
+        companions = _companions(context, record)
+        if companions:
+            return _execute_batch(context, [record, *companions])
         return _execute(context, record)
     finally:
         logs.request_id.reset(token)
 
 
-def _execute(context: WorkerContext, record: JobRecord) -> str:
+def _begin(context: WorkerContext, record: JobRecord) -> None:
     logs.transition(
         record.id,
         record.model,
@@ -163,12 +185,11 @@ def _execute(context: WorkerContext, record: JobRecord) -> str:
         attempts=record.attempts or None,
     )
     _notify(context, record, "start")
-    labels = (record.type.value, record.model)
     metrics.QUEUED_SECONDS.labels(record.model).observe(_age_s(record.created_at))
-    metrics.BATCH_SIZE.observe(int(record.params.get("n", 1)))
-    started = time.perf_counter()
-    outcome = _outcome(context, record)
-    elapsed = time.perf_counter() - started
+
+
+def _end(context: WorkerContext, record: JobRecord, outcome: str, elapsed: float) -> None:
+    labels = (record.type.value, record.model)
     metrics.JOB_DURATION.labels(*labels).observe(elapsed)
     if outcome == JobStatus.SUCCEEDED.value and record.progress.total_steps:
         metrics.STEP_SECONDS.labels(*labels).observe(elapsed / record.progress.total_steps)
@@ -179,7 +200,158 @@ def _execute(context: WorkerContext, record: JobRecord) -> str:
     if outcome not in (JobStatus.CANCELED.value, SUPERSEDED, GIVEN_BACK):
         # A cancel was announced by whoever canceled; a superseded run by the one that won.
         _notify(context, record, "completed")
+
+
+def _execute(context: WorkerContext, record: JobRecord) -> str:
+    _begin(context, record)
+    metrics.BATCH_SIZE.observe(int(record.params.get("n", 1)))
+    started = time.perf_counter()
+    outcome = _outcome(context, record)
+    _end(context, record, outcome, time.perf_counter() - started)
     return outcome
+
+
+# -- micro-batching ------------------------------------------------------------------------
+
+
+def _companions(context: WorkerContext, lead: JobRecord) -> list[JobRecord]:
+    """Queued jobs that can share `lead`'s pipeline call, claimed for this worker."""
+    batcher = context.batcher
+    model = context.models.get(lead.model)
+    if batcher is None or model is None or not supports_batching(model):
+        return []
+    try:
+        params = lead.typed_params()
+        key_of = getattr(model, "batch_key", batch_key)
+        if key_of(params) is None:
+            return []
+        width, height = getattr(params, "width", 0), getattr(params, "height", 0)
+        images_max = min(context.batch_max, context.batch_max_pixels // max(1, width * height))
+        room = images_max - params.n
+        taken: list[JobRecord] = []
+        deadline = time.monotonic() + context.batch_wait_s
+        while room > 0:
+            found = batcher.take(lead, room, key_of)
+            taken += found
+            room -= sum(int(r.params.get("n", 1)) for r in found)
+            if room <= 0 or time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
+        return taken
+    except Exception:
+        # Batching is an optimisation: the job runs alone rather than not at all.
+        log.exception("looking for jobs to batch with %s failed; running it alone", lead.id)
+        return []
+
+
+def _execute_batch(context: WorkerContext, records: list[JobRecord]) -> str:
+    """Run several compatible jobs in one pipeline call; each ends on its own."""
+    images = sum(int(r.params.get("n", 1)) for r in records)
+    log.info("batch of %d jobs, %d images: %s", len(records), images, describe(records))
+    _extend_time_limit(sum(r.timeout_s or 0 for r in records))
+    for record in records:
+        _begin(context, record)
+    metrics.BATCH_SIZE.observe(images)
+    metrics.BATCH_JOBS.observe(len(records))
+    started = time.perf_counter()
+    outcomes = _batch_outcomes(context, records)
+    elapsed = time.perf_counter() - started
+    for record in records:
+        _end(context, record, outcomes[record.id], elapsed)
+    return outcomes[records[0].id]
+
+
+def _extend_time_limit(seconds: int) -> None:
+    """Give a batch the time its jobs would have had one after another: RQ's time limit is
+    the lead job's, armed as an alarm signal around the whole call."""
+    import signal
+    import threading
+
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        return
+    remaining = signal.alarm(0)
+    if remaining:
+        signal.alarm(max(remaining, seconds))
+
+
+def _batch_outcomes(context: WorkerContext, records: list[JobRecord]) -> dict[str, str]:
+    model = context.models[records[0].model]
+    params = [cast(Txt2ImgParams, r.typed_params()) for r in records]
+    monitors = {
+        r.id: StepMonitor(
+            context.store,
+            r.id,
+            context.name,
+            _progress_hook(context, r),
+            give_back=context.draining_past_deadline,
+        )
+        for r in records
+    }
+    dropped: set[str] = set()
+
+    def on_step(step: int, total: int) -> None:
+        for record in records:
+            if record.id in dropped:
+                continue
+            try:
+                monitors[record.id](step, total)
+            except JobCanceled:
+                # Its images are dropped when the call ends; the others go on.
+                dropped.add(record.id)
+        if len(dropped) == len(records):
+            raise JobCanceled(records[0].id)
+
+    def canceled(record: JobRecord) -> str:
+        logs.transition(
+            record.id,
+            record.model,
+            record.type.value,
+            "stopped",
+            previous="canceled",
+            worker=context.name,
+        )
+        return JobStatus.CANCELED.value
+
+    batch_images = sum(p.n for p in params)
+    started = time.perf_counter()
+    try:
+        groups = txt2img_many(model, params, on_step)
+    except JobCanceled:
+        model.release()
+        return {r.id: canceled(r) for r in records}
+    except JobGivenBack:
+        outcomes = {}
+        for record in records:
+            if record.id in dropped:
+                outcomes[record.id] = canceled(record)
+            else:
+                _give_back(context, record)
+                outcomes[record.id] = GIVEN_BACK
+        return outcomes
+    except Exception as exc:
+        if is_device_broken(exc) and not is_out_of_memory(exc):
+            log.critical("the device is broken (%s): giving the batch back", exc)
+            for record in records:
+                _give_back(context, record)
+            context.broken = str(exc)
+            return {r.id: GIVEN_BACK for r in records}
+        # Out of memory or anything else: each job alone, with the single run's own handling.
+        log.warning("the batched call failed (%s); running its jobs one by one", exc)
+        model.release()
+        return {r.id: canceled(r) if r.id in dropped else _outcome(context, r) for r in records}
+    call_s = time.perf_counter() - started
+    outcomes = {}
+    for record, images in zip(records, groups, strict=True):
+        if record.id in dropped:
+            outcomes[record.id] = canceled(record)
+        elif any(is_blank(image) for image in images):
+            # Alone, it gets the float32 decode retry.
+            outcomes[record.id] = _outcome(context, record)
+        else:
+            outcomes[record.id] = _outcome(
+                context, record, Batched(images, len(records), batch_images, call_s)
+            )
+    return outcomes
 
 
 def _age_s(timestamp: str) -> float:
@@ -187,11 +359,24 @@ def _age_s(timestamp: str) -> float:
     return max(0.0, (datetime.now(UTC) - created).total_seconds())
 
 
-def _outcome(context: WorkerContext, record: JobRecord) -> str:
+@dataclass(frozen=True)
+class Batched:
+    """What a batched pipeline call made for one of its jobs."""
+
+    images: list[Image.Image]
+    jobs: int
+    """Jobs that shared the call."""
+    images_in_call: int
+    call_s: float
+    """Seconds of the shared call."""
+
+
+def _outcome(context: WorkerContext, record: JobRecord, batched: Batched | None = None) -> str:
+    """Run the job (or store what a batched call made for it) and record how it ended."""
     store, job_id = context.store, record.id
     started = time.perf_counter()
     try:
-        images = _run(context, record)
+        images = _run(context, record, batched.images if batched else None)
     except JobCanceled:
         logs.transition(
             job_id,
@@ -227,6 +412,10 @@ def _outcome(context: WorkerContext, record: JobRecord) -> str:
         _release(context, record)
         return FailureCode.INTERNAL.value
     timings = {"run_s": round(time.perf_counter() - started, 4)}
+    if batched is not None:
+        timings["run_s"] = round(timings["run_s"] + batched.call_s, 4)
+        timings["batch_jobs"] = batched.jobs
+        timings["batch_images"] = batched.images_in_call
     moved = store.transition(
         job_id,
         JobStatus.SUCCEEDED,
@@ -321,7 +510,24 @@ def _fail(context: WorkerContext, job_id: str, code: FailureCode, message: str) 
     )
 
 
-def _run(context: WorkerContext, record: JobRecord) -> list[StoredImage]:
+def _progress_hook(context: WorkerContext, record: JobRecord) -> Callable[[Progress], None] | None:
+    """Queues the job's `progress` webhooks, if it asked for them."""
+    if webhooks.wanted(record.params, "progress") is None:
+        return None
+
+    def on_progress(progress: Progress) -> None:
+        view = {**progress.model_dump(), "fraction": progress.fraction}
+        try:
+            webhooks.notify_progress(context.store.redis, record, view)
+        except Exception:  # a webhook never fails the job
+            log.exception("could not queue a progress webhook of %s", record.id)
+
+    return on_progress
+
+
+def _run(
+    context: WorkerContext, record: JobRecord, generated: list[Image.Image] | None = None
+) -> list[StoredImage]:
     try:
         params = record.typed_params()
     except (ValidationError, ValueError) as exc:
@@ -333,23 +539,20 @@ def _run(context: WorkerContext, record: JobRecord) -> list[StoredImage]:
         raise JobFailed(
             FailureCode.MODEL_UNAVAILABLE, f"this worker does not hold model {record.model}"
         )
-    on_progress = None
-    if webhooks.wanted(record.params, "progress") is not None:
-
-        def on_progress(progress: Progress) -> None:
-            view = {**progress.model_dump(), "fraction": progress.fraction}
-            try:
-                webhooks.notify_progress(context.store.redis, record, view)
-            except Exception:  # a webhook never fails the job
-                log.exception("could not queue a progress webhook of %s", record.id)
-
+    if generated is not None:
+        _renew(context, record.id)
+        return _store(context, record, cast(ImageParams, params), generated)
     on_step = StepMonitor(
         context.store,
         record.id,
         context.name,
-        on_progress,
+        _progress_hook(context, record),
         give_back=context.draining_past_deadline,
     )
+    if isinstance(params, Txt2VideoParams):
+        videos = _generate_videos(params, model, on_step)
+        _renew(context, record.id)
+        return _store_videos(context, record, params, videos)
     outputs = _generate(context, record, params, model, on_step)
     _renew(context, record.id)
     return _store(context, record, params, outputs)
@@ -361,10 +564,27 @@ def _renew(context: WorkerContext, job_id: str) -> None:
         raise JobCanceled(job_id)
 
 
+def _generate_videos(
+    params: Txt2VideoParams, model: Any, on_step: StepMonitor
+) -> list[list[Image.Image]]:
+    if not hasattr(model, "txt2video"):
+        raise JobFailed(FailureCode.INVALID_INPUT, f"model {params.model} does not make videos")
+
+    def run(part: Txt2VideoParams, decode_fp32: bool) -> list[list[Image.Image]]:
+        videos: list[list[Image.Image]] = model.txt2video(part, on_step, decode_fp32=decode_fp32)
+        return videos
+
+    return run_with_fault_handling(model, params, run, is_bad=_all_blank)
+
+
+def _all_blank(frames: list[Image.Image]) -> bool:
+    return all(is_blank(frame) for frame in frames)
+
+
 def _generate(
     context: WorkerContext,
     record: JobRecord,
-    params: AnyParams,
+    params: ImageParams,
     model: Any,
     on_step: StepMonitor,
 ) -> list[Image.Image]:
@@ -384,7 +604,7 @@ def _generate(
         else:
             canvas = outpaint_canvas(image, params.outpaint, params.mask_blur)
 
-    def run(part: AnyParams, decode_fp32: bool) -> list[Image.Image]:
+    def run(part: ImageParams, decode_fp32: bool) -> list[Image.Image]:
         if source is not None:
             images: list[Image.Image] = model.img2img(
                 part, source, on_step, decode_fp32=decode_fp32
@@ -428,9 +648,16 @@ def is_blank(image: Image.Image) -> bool:
     return image.getbbox() is None  # no pixel has any non-zero channel
 
 
+P = TypeVar("P", bound=AnyParams)
+Output = TypeVar("Output")
+
+
 def run_with_fault_handling(
-    model: Any, params: AnyParams, run: Callable[[AnyParams, bool], list[Image.Image]]
-) -> list[Image.Image]:
+    model: Any,
+    params: P,
+    run: Callable[[P, bool], Sequence[Output]],
+    is_bad: Callable[[Output], bool] = is_blank,  # type: ignore[assignment]
+) -> list[Output]:
     """Run a job's pipeline call through the GPU faults a job can recover from.
 
     Out of memory: free the cache, and run the images one at a time (same seeds, so the same
@@ -440,7 +667,7 @@ def run_with_fault_handling(
     """
     parts = [params]
     try:
-        outputs = run(params, False)
+        outputs = list(run(params, False))
     except Exception as exc:
         if is_device_broken(exc) and not is_out_of_memory(exc):
             raise WorkerBroken(str(exc)) from exc
@@ -452,7 +679,9 @@ def run_with_fault_handling(
                 FailureCode.OUT_OF_MEMORY, "the device ran out of memory; try a smaller size"
             ) from None
         log.warning("out of memory with %d images at once; running them one by one", params.n)
-        parts = [params.model_copy(update={"n": 1, "seed": seed}) for seed in params.seeds()]
+        parts = [
+            cast(P, params.model_copy(update={"n": 1, "seed": seed})) for seed in params.seeds()
+        ]
         try:
             outputs = [image for part in parts for image in run(part, False)]
         except Exception as again:
@@ -463,10 +692,10 @@ def run_with_fault_handling(
                 FailureCode.OUT_OF_MEMORY,
                 "the device ran out of memory even one image at a time; try a smaller size",
             ) from None
-    if any(is_blank(image) for image in outputs):
+    if any(is_bad(output) for output in outputs):
         log.warning("black output (NaN in the decode); decoding again in float32")
-        outputs = [image for part in parts for image in run(part, True)]
-        if any(is_blank(image) for image in outputs):
+        outputs = [output for part in parts for output in run(part, True)]
+        if any(is_bad(output) for output in outputs):
             raise JobFailed(
                 FailureCode.INVALID_OUTPUT,
                 "the model produced black images (NaN), even decoded in float32",
@@ -487,22 +716,55 @@ def _input(context: WorkerContext, record: JobRecord, name: str, mode: str) -> I
     return Image.open(io.BytesIO(data)).convert(mode)
 
 
+def _metadata(params: AnyParams, record: JobRecord, seed: int, index: int) -> dict[str, Any]:
+    return {
+        **params.model_dump(mode="json", exclude={"priority", "n", "webhook", "webhook_events"}),
+        "seed": seed,
+        "job_id": record.id,
+        "index": index,
+    }
+
+
+def _store_videos(
+    context: WorkerContext,
+    record: JobRecord,
+    params: Txt2VideoParams,
+    videos: list[list[Image.Image]],
+) -> list[StoredImage]:
+    fps = params.fps or 8
+    stored = []
+    for index, (frames, seed) in enumerate(zip(videos, params.seeds(), strict=True)):
+        if index:
+            _renew(context, record.id)
+        key = job_key(record.owner, record.id, f"{index}.mp4")
+        webp_key = job_key(record.owner, record.id, f"{index}.webp")
+        context.storage.put(key, encode_mp4(frames, fps))
+        context.storage.put(webp_key, encode_webp(frames, fps))
+        width, height = frames[0].size
+        stored.append(
+            StoredImage(
+                key=key,
+                width=width,
+                height=height,
+                seed=seed,
+                content_type=MP4_CONTENT_TYPE,
+                num_frames=len(frames),
+                fps=fps,
+                webp_key=webp_key,
+            )
+        )
+    return stored
+
+
 def _store(
-    context: WorkerContext, record: JobRecord, params: AnyParams, outputs: list[Image.Image]
+    context: WorkerContext, record: JobRecord, params: ImageParams, outputs: list[Image.Image]
 ) -> list[StoredImage]:
     fmt = OutputFormat(params.output_format)
     stored = []
     for index, (image, seed) in enumerate(zip(outputs, params.seeds(), strict=True)):
         if index:
             _renew(context, record.id)
-        metadata = {
-            **params.model_dump(
-                mode="json", exclude={"priority", "n", "webhook", "webhook_events"}
-            ),
-            "seed": seed,
-            "job_id": record.id,
-            "index": index,
-        }
+        metadata = _metadata(params, record, seed, index)
         key = job_key(record.owner, record.id, f"{index}.{fmt.extension}")
         context.storage.put(key, encode(image, fmt, metadata))
         stored.append(

@@ -31,6 +31,19 @@ class WorkerSettings(Settings):
     recycle_after_jobs: int = Field(default=0, ge=0)
     """Exit (0) after this many jobs so a supervisor starts a fresh process (0: never)."""
 
+    batch_max: int = Field(default=4, ge=1, le=64)
+    """Micro-batching: the most images one pipeline call may run for several compatible
+    txt2img jobs taken together (1: never batch)."""
+
+    batch_wait_ms: float = Field(default=0, ge=0, le=1000)
+    """How long a job may wait for companions when none is queued yet (0: a lone job
+    never waits)."""
+
+    batch_max_pixels: int | None = Field(default=None, ge=0)
+    """The most output pixels of one batched call: bigger images run alone. Default: 4
+    images of 512x512 on CUDA, 4 of 256x256 on the CPU (where batching stops paying off
+    at large sizes)."""
+
     worker_name: str | None = None
     """Name in RQ and in `GET /v1/models`; default host:pid."""
 

@@ -45,10 +45,10 @@ def model_source(catalog: Catalog, entry: ModelEntry) -> str:
     if path is None:
         return entry.source
     if entry.demo and not (path / "model_index.json").exists():
-        from worker.demo_model import build_sd1
+        from worker.demo_model import build
 
-        log.info("building demo model %s at %s", entry.id, path)
-        build_sd1(path)
+        log.info("building demo %s model %s at %s", entry.family, entry.id, path)
+        build(entry.family, path)
     if not path.exists():
         raise CatalogError(f"model {entry.id}: {path} does not exist")
     return str(path)

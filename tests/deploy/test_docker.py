@@ -30,6 +30,7 @@ TORCH_STACK = {
     "peft",
     "imageio",
     "imageio-ffmpeg",
+    "scipy",
 }
 """What the API image must not install: the worker's side (DESIGN.md: app/ never imports it)."""
 

@@ -14,12 +14,18 @@ pipelines). A TOML file:
     default_steps = 20
     dtype = "auto"
     schedulers = ["euler", "euler_a", "ddim", "dpmpp_2m"]
+
+Families (`FAMILY_RULES`): `sd1` and `sdxl` (UNets predicting noise: txt2img, img2img,
+inpaint, outpaint with the epsilon/v schedulers), `sd3` and `flux` (flow-matching
+transformers: the same tasks with flow-matching schedulers) and `video` (Wan 2.1
+text-to-video: txt2video). Fields an entry leaves out take its family's defaults.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -41,13 +47,116 @@ SCHEDULER_NAMES = (
     "dpmpp_2m_karras",
     "dpmpp_sde",
     "unipc",
+    "lcm",
+    "flow_euler",
 )
 """Stable scheduler names a catalogue entry may list; the worker maps each to a diffusers class."""
 
-FAMILIES = ("sd1",)
+FAMILIES = ("sd1", "sdxl", "sd3", "flux", "video")
 """Model families the worker knows how to load."""
 
+Family = Literal["sd1", "sdxl", "sd3", "flux", "video"]
+
+IMAGE_TASKS = (JobType.TXT2IMG, JobType.IMG2IMG, JobType.INPAINT, JobType.OUTPAINT)
+
+_NOISE_SCHEDULERS = (
+    "euler",
+    "euler_a",
+    "ddim",
+    "ddpm",
+    "pndm",
+    "lms",
+    "heun",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "dpmpp_sde",
+    "unipc",
+    "lcm",
+)
+# Flow-matching transformers: FlowMatchEuler, and the multistep solvers in their flow-sigma form.
+_FLOW_SCHEDULERS = ("flow_euler", "unipc", "dpmpp_2m")
+
+
+@dataclass(frozen=True)
+class FamilyRules:
+    """What a family's diffusers pipelines can do, and the defaults of its entries."""
+
+    tasks: tuple[JobType, ...]
+    """Tasks it has a pipeline for; an entry lists none else."""
+    schedulers: tuple[str, ...]
+    """Schedulers that fit its denoiser."""
+    default_schedulers: tuple[str, ...]
+    """An entry's `schedulers` when it lists none."""
+    native_size: tuple[int, int]
+    default_guidance: float
+    flow_matching: bool
+    """A rectified-flow transformer (velocity along a straight path, shifted sigmas)."""
+    from_image_schedulers: tuple[str, ...] | None = None
+    """When set, the only schedulers an entry that lists img2img, inpaint or outpaint may list
+    (the pipelines that start from an image need them)."""
+    max_sequence_length: int | None = None
+    """T5 tokens of the prompt (families with a T5 encoder)."""
+    dtype_cuda: str = "float16"
+    """What `dtype = "auto"` means on CUDA."""
+
+
+FAMILY_RULES: dict[str, FamilyRules] = {
+    "sd1": FamilyRules(
+        tasks=IMAGE_TASKS,
+        schedulers=_NOISE_SCHEDULERS,
+        default_schedulers=("euler", "euler_a", "ddim", "dpmpp_2m", "unipc"),
+        native_size=(512, 512),
+        default_guidance=defaults.GUIDANCE_DEFAULT,
+        flow_matching=False,
+    ),
+    "sdxl": FamilyRules(
+        tasks=IMAGE_TASKS,
+        schedulers=_NOISE_SCHEDULERS,
+        default_schedulers=("euler", "euler_a", "ddim", "dpmpp_2m", "unipc"),
+        native_size=(1024, 1024),
+        default_guidance=defaults.GUIDANCE_DEFAULT,
+        flow_matching=False,
+    ),
+    # SD3 and Flux img2img/inpaint pipelines noise the input with FlowMatchEuler's
+    # `scale_noise`, which the multistep solvers lack: those serve text-to-image only.
+    "sd3": FamilyRules(
+        tasks=IMAGE_TASKS,
+        schedulers=_FLOW_SCHEDULERS,
+        default_schedulers=("flow_euler",),
+        native_size=(1024, 1024),
+        default_guidance=7.0,
+        flow_matching=True,
+        from_image_schedulers=("flow_euler",),
+        max_sequence_length=256,
+        dtype_cuda="bfloat16",
+    ),
+    "flux": FamilyRules(
+        tasks=IMAGE_TASKS,
+        schedulers=_FLOW_SCHEDULERS,
+        default_schedulers=("flow_euler",),
+        native_size=(1024, 1024),
+        default_guidance=3.5,
+        flow_matching=True,
+        from_image_schedulers=("flow_euler",),
+        max_sequence_length=512,
+        dtype_cuda="bfloat16",
+    ),
+    # Wan 2.1 text-to-video; its releases ship UniPC with flow sigmas.
+    "video": FamilyRules(
+        tasks=(JobType.TXT2VIDEO,),
+        schedulers=_FLOW_SCHEDULERS,
+        default_schedulers=("unipc", "flow_euler", "dpmpp_2m"),
+        native_size=(832, 480),
+        default_guidance=5.0,
+        flow_matching=True,
+        max_sequence_length=512,
+        dtype_cuda="bfloat16",
+    ),
+}
+"""Per family: its tasks, schedulers and defaults. `FAMILIES` lists the same keys."""
+
 _MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_VIDEO_FIELDS = ("max_frames", "default_frames", "default_fps")
 
 
 class ModelEntry(BaseModel):
@@ -55,23 +164,46 @@ class ModelEntry(BaseModel):
 
     id: str
     source: str
-    family: Literal["sd1"]
-    tasks: tuple[JobType, ...] = (
-        JobType.TXT2IMG,
-        JobType.IMG2IMG,
-        JobType.INPAINT,
-        JobType.OUTPAINT,
-    )
+    family: Family
+    tasks: tuple[JobType, ...] = IMAGE_TASKS
+    """Default: every task of the family."""
     native_size: tuple[int, int] = (512, 512)
+    """Default: the family's (512² sd1, 1024² sdxl/sd3/flux, 832×480 video)."""
     default_steps: int = Field(default=30, ge=1, le=defaults.STEPS_MAX)
     default_guidance: float = Field(
         default=defaults.GUIDANCE_DEFAULT, ge=0, le=defaults.GUIDANCE_MAX
     )
+    """Default: the family's (7.5 sd1/sdxl, 7.0 sd3, 3.5 flux, 5.0 video)."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     schedulers: tuple[str, ...] = ("euler", "euler_a", "ddim", "dpmpp_2m", "unipc")
+    """Default: the family's list (`FAMILY_RULES`)."""
     default_scheduler: str | None = None
+    max_sequence_length: int | None = Field(default=None, ge=1, le=1024)
+    """Prompt tokens of the T5 encoder (sd3, flux, video); default: the family's."""
+    max_frames: int = Field(default=81, ge=1, le=defaults.FRAMES_MAX)
+    """(video) Most frames a job may ask for."""
+    default_frames: int = Field(default=33, ge=1, le=defaults.FRAMES_MAX)
+    """(video) Frames of a job that gives none."""
+    default_fps: int = Field(default=16, ge=1, le=defaults.FPS_MAX)
+    """(video) Frame rate of a job that gives none."""
     demo: bool = False
     """A tiny random-weight model that `python -m worker.demo_model` builds at `source`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data: Any) -> Any:
+        """Fields an entry leaves out take its family's values."""
+        if not isinstance(data, dict) or data.get("family") not in FAMILY_RULES:
+            return data
+        rules = FAMILY_RULES[data["family"]]
+        filled = {
+            "tasks": rules.tasks,
+            "schedulers": rules.default_schedulers,
+            "native_size": rules.native_size,
+            "default_guidance": rules.default_guidance,
+            "max_sequence_length": rules.max_sequence_length,
+        }
+        return {**{k: v for k, v in filled.items() if k not in data}, **data}
 
     @field_validator("id")
     @classmethod
@@ -103,14 +235,61 @@ class ModelEntry(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _default_scheduler_listed(self) -> ModelEntry:
+    def _fits_its_family(self) -> ModelEntry:
+        rules = self.rules
+        if not self.tasks:
+            raise ValueError("list at least one task")
+        missing = [t.value for t in self.tasks if t not in rules.tasks]
+        if missing:
+            raise ValueError(
+                f"family {self.family} has no pipeline for {', '.join(missing)}; "
+                f"its tasks: {', '.join(rules.tasks)}"
+            )
+        misfits = [name for name in self.schedulers if name not in rules.schedulers]
+        if misfits:
+            kind = "a flow-matching" if rules.flow_matching else "a noise-predicting (UNet)"
+            raise ValueError(
+                f"schedulers {misfits} do not fit family {self.family} ({kind} model); "
+                f"it takes: {', '.join(rules.schedulers)}"
+            )
+        from_image = [t.value for t in self.tasks if t.needs_image]
+        if rules.from_image_schedulers is not None and from_image:
+            misfits = [n for n in self.schedulers if n not in rules.from_image_schedulers]
+            if misfits:
+                raise ValueError(
+                    f"schedulers {misfits} cannot start from an image in family "
+                    f"{self.family}, and this entry lists {', '.join(from_image)}: list only "
+                    f"{', '.join(rules.from_image_schedulers)}, or serve txt2img alone"
+                )
         if self.default_scheduler is not None and self.default_scheduler not in self.schedulers:
             raise ValueError(f"default_scheduler {self.default_scheduler!r} is not in schedulers")
+        if self.max_sequence_length is not None and rules.max_sequence_length is None:
+            raise ValueError(
+                f"max_sequence_length applies to families with a T5 encoder "
+                f"(sd3, flux, video), not {self.family}"
+            )
+        if self.is_video:
+            if self.default_frames > self.max_frames:
+                raise ValueError(
+                    f"default_frames {self.default_frames} is above max_frames {self.max_frames}"
+                )
+        else:
+            video_only = [name for name in _VIDEO_FIELDS if name in self.model_fields_set]
+            if video_only:
+                raise ValueError(f"{', '.join(video_only)} apply to the video family only")
         return self
+
+    @property
+    def rules(self) -> FamilyRules:
+        return FAMILY_RULES[self.family]
 
     @property
     def inpaints(self) -> bool:
         return JobType.INPAINT in self.tasks or JobType.OUTPAINT in self.tasks
+
+    @property
+    def is_video(self) -> bool:
+        return self.family == "video"
 
     @property
     def scheduler(self) -> str:

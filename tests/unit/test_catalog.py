@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs.catalog import SCHEDULER_NAMES, CatalogError, load_catalog
+from jobs.catalog import FAMILIES, FAMILY_RULES, SCHEDULER_NAMES, CatalogError, load_catalog
+from jobs.protocol import JobType
 from tests.conftest import ROOT
-from worker.schedulers import SCHEDULERS
+from worker.schedulers import FLOW_SCHEDULERS, SCHEDULERS
 
 GOOD = """
 default = "b"
@@ -87,10 +88,130 @@ def test_every_scheduler_name_has_a_diffusers_class() -> None:
     import diffusers
 
     assert set(SCHEDULERS) == set(SCHEDULER_NAMES)
-    for class_name, _ in SCHEDULERS.values():
+    for class_name, _ in (*SCHEDULERS.values(), *FLOW_SCHEDULERS.values()):
         assert hasattr(diffusers, class_name)
 
 
 def test_the_shipped_catalogue_is_valid() -> None:
     catalog = load_catalog(ROOT / "models.toml")
     assert catalog.default_id in catalog.by_id
+
+
+# -- families ----------------------------------------------------------------------------
+
+
+def entry_toml(family: str, extra: str = "") -> str:
+    return f'[[models]]\nid = "m"\nsource = "s"\nfamily = "{family}"\n{extra}'
+
+
+def test_every_family_has_rules_and_a_demo_builder() -> None:
+    from worker.demo_model import BUILDERS
+
+    assert tuple(FAMILY_RULES) == FAMILIES == tuple(BUILDERS)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_entry_without_tasks_or_schedulers_takes_its_familys(
+    tmp_path: Path, family: str
+) -> None:
+    entry = load_catalog(write(tmp_path, entry_toml(family))).by_id["m"]
+    rules = FAMILY_RULES[family]
+    assert entry.tasks == rules.tasks
+    assert entry.schedulers == rules.default_schedulers
+    assert entry.native_size == rules.native_size
+    assert entry.default_guidance == rules.default_guidance
+    assert entry.max_sequence_length == rules.max_sequence_length
+    assert set(entry.schedulers) <= set(rules.schedulers)
+
+
+def test_family_tasks() -> None:
+    image = {"txt2img", "img2img", "inpaint", "outpaint"}
+    for family in ("sd1", "sdxl", "sd3", "flux"):
+        assert set(FAMILY_RULES[family].tasks) == image
+    assert FAMILY_RULES["video"].tasks == (JobType.TXT2VIDEO,)
+
+
+def test_family_schedulers() -> None:
+    flow = {"flow_euler", "unipc", "dpmpp_2m"}
+    for family in ("sd1", "sdxl"):
+        accepted = set(FAMILY_RULES[family].schedulers)
+        assert "lcm" in accepted and "euler_a" in accepted and "flow_euler" not in accepted
+    for family in ("sd3", "flux", "video"):
+        assert set(FAMILY_RULES[family].schedulers) == flow
+    assert FAMILY_RULES["video"].default_schedulers[0] == "unipc"
+
+
+def test_explicit_values_beat_the_family_defaults(tmp_path: Path) -> None:
+    text = entry_toml(
+        "flux",
+        'tasks = ["txt2img"]\nschedulers = ["dpmpp_2m", "flow_euler"]\n'
+        "native_size = [512, 768]\ndefault_guidance = 4.5\nmax_sequence_length = 256\n",
+    )
+    entry = load_catalog(write(tmp_path, text)).by_id["m"]
+    assert entry.tasks == ("txt2img",) and entry.scheduler == "dpmpp_2m"
+    assert entry.native_size == (512, 768) and entry.default_guidance == 4.5
+    assert entry.max_sequence_length == 256
+
+
+def test_video_limits(tmp_path: Path) -> None:
+    text = entry_toml("video", "max_frames = 49\ndefault_frames = 17\ndefault_fps = 12\n")
+    entry = load_catalog(write(tmp_path, text)).by_id["m"]
+    assert (entry.max_frames, entry.default_frames, entry.default_fps) == (49, 17, 12)
+    assert entry.is_video and not entry.inpaints
+    plain = load_catalog(write(tmp_path, entry_toml("video"))).by_id["m"]
+    assert plain.default_frames <= plain.max_frames
+
+
+@pytest.mark.parametrize(
+    ("family", "extra", "message"),
+    [
+        ("flux", 'tasks = ["txt2video"]', "family flux has no pipeline for txt2video"),
+        ("video", 'tasks = ["txt2img"]', "family video has no pipeline for txt2img"),
+        ("sd1", 'tasks = ["txt2img", "txt2video"]', "no pipeline for txt2video"),
+        ("sd1", "tasks = []", "at least one task"),
+        ("sd1", 'schedulers = ["euler", "flow_euler"]', r"\['flow_euler'\] do not fit family sd1"),
+        ("sdxl", 'schedulers = ["flow_euler"]', "noise-predicting"),
+        ("flux", 'schedulers = ["euler"]', r"\['euler'\] do not fit family flux"),
+        ("video", 'schedulers = ["lcm"]', "flow-matching"),
+        ("sd3", 'schedulers = ["flow_euler", "unipc"]', "cannot start from an image"),
+        ("flux", 'tasks = ["inpaint"]\nschedulers = ["dpmpp_2m"]', "list only flow_euler"),
+        ("video", "default_frames = 40\nmax_frames = 33", "above max_frames"),
+        ("video", "max_frames = 1000", "max_frames"),
+        ("sd1", "max_frames = 16", "video family only"),
+        ("sdxl", "max_sequence_length = 77", "T5 encoder"),
+        ("video", 'schedulers = ["unipc"]\ndefault_scheduler = "flow_euler"', "not in schedulers"),
+    ],
+)
+def test_an_entry_that_does_not_fit_its_family_is_refused(
+    tmp_path: Path, family: str, extra: str, message: str
+) -> None:
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(write(tmp_path, entry_toml(family, extra)))
+
+
+def test_txt2img_only_flow_models_may_use_the_multistep_solvers(tmp_path: Path) -> None:
+    text = entry_toml("sd3", 'tasks = ["txt2img"]\nschedulers = ["unipc", "dpmpp_2m"]')
+    assert load_catalog(write(tmp_path, text)).by_id["m"].scheduler == "unipc"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_accepted_scheduler_builds_for_its_family(family: str) -> None:
+    from worker.schedulers import make_scheduler
+
+    rules = FAMILY_RULES[family]
+    if rules.flow_matching:
+        base = {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}
+    else:
+        base = {"_class_name": "EulerDiscreteScheduler", "beta_schedule": "scaled_linear"}
+    for name in rules.schedulers:
+        scheduler = make_scheduler(name, base, flow_matching=rules.flow_matching)
+        if rules.flow_matching and name != "flow_euler":
+            assert scheduler.config.use_flow_sigmas and scheduler.config.flow_shift == 3.0
+            assert scheduler.config.prediction_type == "flow_prediction"
+
+
+def test_a_scheduler_of_the_wrong_kind_is_refused_by_the_worker() -> None:
+    from worker.schedulers import make_scheduler
+
+    with pytest.raises(ValueError, match="does not fit a flow-matching model"):
+        make_scheduler("euler_a", {"shift": 3.0}, flow_matching=True)

@@ -1,4 +1,4 @@
-"""The Python SDK of latentq: submit image jobs, follow them, and fetch their images."""
+"""The Python SDK of latentq: submit image and video jobs, follow them, fetch their results."""
 
 from latentq_client._version import __version__
 from latentq_client.client import AsyncClient, Client

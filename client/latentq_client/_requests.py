@@ -7,7 +7,9 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
@@ -18,6 +20,10 @@ ImageInput: TypeAlias = (
     "str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | PILImage"
 )
 """A path, encoded image bytes, a binary file object, or a PIL image."""
+
+LoraInput: TypeAlias = "Mapping[str, float] | Iterable[str | tuple[str, float] | Mapping[str, Any]]"
+"""LoRA adapters by catalogue id: `{"id": scale}`, or a list of ids, `(id, scale)` pairs or
+`{"id": ..., "scale": ...}` objects."""
 
 WAIT_MAX_S = 60
 """The longest `Prefer: wait=N` the API accepts."""
@@ -48,6 +54,7 @@ def build_submit(
     prompt: str,
     *,
     images: dict[str, ImageInput] | None = None,
+    loras: LoraInput | None = None,
     wait: int | float | None = None,
     idempotency_key: str | None = None,
     **fields: Any,
@@ -55,6 +62,8 @@ def build_submit(
     """The request of one job; fields that are None are left out for the server's defaults."""
     body: dict[str, Any] = {"type": job_type, "prompt": prompt}
     body.update({k: v for k, v in fields.items() if v is not None})
+    if loras is not None:
+        body["loras"] = lora_refs(loras)
     submit = Submit(fields=body)
     for name, image in (images or {}).items():
         submit.files[name] = image_part(image, name)
@@ -66,6 +75,51 @@ def build_submit(
     if idempotency_key is not None:
         submit.headers["Idempotency-Key"] = idempotency_key
     return submit
+
+
+def lora_refs(loras: LoraInput) -> list[dict[str, Any]]:
+    """`loras` in the wire form, `[{"id": ..., "scale": ...}]`; ValueError for another shape.
+
+    Only the shape is checked here: which ids exist, how many may be combined and the range of
+    scales are the service's to say, and it answers with the reason.
+    """
+    if isinstance(loras, str | bytes):
+        raise ValueError(f"loras must be a list of adapters or a mapping, not the string {loras!r}")
+    if isinstance(loras, Mapping):
+        if isinstance(loras.get("id"), str) and set(loras) <= {"id", "scale"}:
+            raise ValueError(f"loras: put one adapter in a list, loras=[{dict(loras)!r}]")
+        return [_lora(adapter_id, scale, "loras") for adapter_id, scale in loras.items()]
+    if not isinstance(loras, Iterable):
+        raise ValueError(f"loras must be a list of adapters or a mapping, not {loras!r}")
+    refs = []
+    for i, item in enumerate(loras):
+        where = f"loras[{i}]"
+        if isinstance(item, str):
+            refs.append(_lora(item, 1.0, where))
+        elif isinstance(item, Mapping):
+            unknown = set(item) - {"id", "scale"}
+            if unknown or "id" not in item:
+                raise ValueError(
+                    f"{where} must have an 'id' and optionally a 'scale', not {dict(item)!r}"
+                )
+            refs.append(_lora(item["id"], item.get("scale", 1.0), where))
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            refs.append(_lora(item[0], item[1], where))
+        else:
+            raise ValueError(
+                f"{where} must be an id, an (id, scale) pair or a {{'id', 'scale'}} mapping, "
+                f"not {item!r}"
+            )
+    return refs
+
+
+def _lora(adapter_id: object, scale: object, where: str) -> dict[str, Any]:
+    if not isinstance(adapter_id, str) or not adapter_id:
+        raise ValueError(f"{where}: the adapter id must be a non-empty string, not {adapter_id!r}")
+    # bool is a Real too, and `True` as a scale is surely a mistake.
+    if isinstance(scale, bool) or not isinstance(scale, Real) or not math.isfinite(scale):
+        raise ValueError(f"{where}: the scale of {adapter_id!r} must be a number, not {scale!r}")
+    return {"id": adapter_id, "scale": float(scale)}
 
 
 def padding(left: int, right: int, top: int, bottom: int) -> dict[str, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -38,31 +39,59 @@ def _connection_options(parser: argparse.ArgumentParser, top: bool) -> None:
     )
 
 
-def _generation_options(parser: argparse.ArgumentParser) -> None:
+def _generation_options(parser: argparse.ArgumentParser, video: bool = False) -> None:
     parser.add_argument("prompt", help="what to paint")
-    parser.add_argument(
-        "-o",
-        "--output",
-        default=".",
-        help="output file (n > 1: name-1.png, name-2.png, ...) or directory (default: .)",
-    )
+    if video:
+        output_help = (
+            "output file (n > 1: name-1.mp4, name-2.mp4, ...) or directory (default: .); "
+            "a .webp name saves the animated WebP instead of the MP4"
+        )
+    else:
+        output_help = "output file (n > 1: name-1.png, name-2.png, ...) or directory (default: .)"
+    parser.add_argument("-o", "--output", default=".", help=output_help)
     parser.add_argument("-m", "--model", help="model id (default: the service's default)")
     parser.add_argument("--steps", type=int, help="denoising steps")
-    parser.add_argument("--seed", type=int, help="seed of the first image")
-    parser.add_argument("-n", type=int, help="number of images (1-8)")
+    parser.add_argument(
+        "--seed", type=int, help=f"seed of the first {'video' if video else 'image'}"
+    )
+    parser.add_argument(
+        "-n", type=int, help="number of videos (1-4)" if video else "number of images (1-8)"
+    )
     parser.add_argument("--scheduler", help="scheduler name, one the model lists")
     parser.add_argument("--guidance", type=float, help="guidance scale (0-30)")
     parser.add_argument("--negative", help="negative prompt")
+    if not video:
+        parser.add_argument(
+            "--format",
+            choices=["png", "jpeg", "webp"],
+            help="output format (default: from the output's suffix, else png)",
+        )
     parser.add_argument(
-        "--format",
-        choices=["png", "jpeg", "webp"],
-        help="output format (default: from the output's suffix, else png)",
+        "--lora",
+        action="append",
+        type=_lora,
+        metavar="ID[:SCALE]",
+        help="apply a LoRA adapter of the catalogue at SCALE (default 1); repeatable",
     )
     parser.add_argument("--priority", choices=["high", "normal", "low"], help="queue priority")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--no-wait", action="store_true", help="print the job id and return without waiting"
     )
+
+
+def _lora(value: str) -> tuple[str, float]:
+    """`ID[:SCALE]` as `(id, scale)`; adapter ids hold no colon, scales may be negative."""
+    adapter_id, colon, scale = value.rpartition(":")
+    if not colon:
+        adapter_id, scale = value, "1"
+    try:
+        number = float(scale)
+    except ValueError:
+        number = math.nan
+    if not adapter_id or not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"{value!r} is not ID or ID:SCALE (e.g. pixel-art:0.8)")
+    return adapter_id, number
 
 
 def _image_options(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +101,8 @@ def _image_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="latentq", description="Generate, inpaint and outpaint images with a latentq service."
+        prog="latentq",
+        description="Make images (generate, img2img, inpaint, outpaint) and videos with latentq.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _connection_options(parser, top=True)
@@ -105,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     for side in ("left", "right", "top", "bottom"):
         outpaint.add_argument(f"--{side}", type=int, default=0, help=f"pixels to add {side}")
     _image_options(outpaint)
+
+    video = command("video", "text to video (MP4, with an animated WebP beside it)")
+    _generation_options(video, video=True)
+    video.add_argument("--frames", type=int, help="frames per video (default: the model's)")
+    video.add_argument("--fps", type=int, help="frames per second (default: the model's)")
+    video.add_argument("--width", type=int, help="width in pixels, a multiple of 8")
+    video.add_argument("--height", type=int, help="height in pixels, a multiple of 8")
 
     get = command("get", "show a job as JSON")
     get.add_argument("job_id")
@@ -166,7 +203,8 @@ def _run(client: Client, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    paths = job.save(args.output)
+    webp = args.command == "video" and Path(args.output).suffix.lower() == ".webp"
+    paths = job.save(args.output, webp=webp)
     for path, seed in zip(paths, job.seeds, strict=False):
         print(f"{path}\tseed={seed}")
     return 0
@@ -181,9 +219,19 @@ def _submit(client: Client, args: argparse.Namespace) -> Job:
         "scheduler": args.scheduler,
         "guidance_scale": args.guidance,
         "negative_prompt": args.negative,
-        "output_format": args.format or _FORMATS.get(Path(args.output).suffix.lower()),
         "priority": args.priority,
+        "loras": args.lora,
     }
+    if args.command == "video":
+        return client.video(
+            args.prompt,
+            num_frames=args.frames,
+            fps=args.fps,
+            width=args.width,
+            height=args.height,
+            **common,
+        )
+    common["output_format"] = args.format or _FORMATS.get(Path(args.output).suffix.lower())
     if args.command == "generate":
         return client.generate(args.prompt, width=args.width, height=args.height, **common)
     if args.command == "img2img":
@@ -211,22 +259,39 @@ def _print_models(models: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         _print_json(models)
         return
-    rows = [("MODEL", "TASKS", "SIZE", "WORKERS")]
+    # Columns that only some services fill appear only when a model has them.
+    videos = any("default_frames" in model for model in models)
+    adapters = any(model.get("adapters") for model in models)
+    header = ["MODEL", "TASKS", "SIZE"]
+    header += ["FRAMES", "FPS"] if videos else []
+    header += ["ADAPTERS"] if adapters else []
+    rows = [[*header, "WORKERS"]]
     for model in models:
         size = model.get("native_size") or []
-        rows.append(
-            (
-                str(model.get("id", "")) + (" (default)" if model.get("default") else ""),
-                ",".join(str(t) for t in model.get("tasks") or []),
-                "x".join(str(s) for s in size),
-                str(model.get("workers", "")),
-            )
-        )
+        row = [
+            str(model.get("id", "")) + (" (default)" if model.get("default") else ""),
+            ",".join(str(t) for t in model.get("tasks") or []),
+            "x".join(str(s) for s in size),
+        ]
+        if videos:
+            row += _frames_and_fps(model)
+        if adapters:
+            row.append(",".join(str(a) for a in model.get("adapters") or []))
+        rows.append([*row, str(model.get("workers", ""))])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+def _frames_and_fps(model: dict[str, Any]) -> list[str]:
+    if "default_frames" not in model:
+        return ["", ""]
+    frames = str(model["default_frames"])
+    if model.get("max_frames") is not None:
+        frames += f" (max {model['max_frames']})"
+    return [frames, str(model.get("default_fps", ""))]
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-from latentq_client._requests import ImageInput, Submit, build_submit, padding
+from latentq_client._requests import ImageInput, LoraInput, Submit, build_submit, padding
 from latentq_client._version import __version__
 from latentq_client._wait import Waiter
 from latentq_client.errors import (
@@ -164,11 +164,17 @@ class Client(_Base):
         negative_prompt: str | None = None,
         output_format: str | None = None,
         priority: str | None = None,
+        loras: LoraInput | None = None,
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
     ) -> Job:
-        """Submit a text-to-image job. `wait=N` asks the server to hold the answer up to N s."""
+        """Submit a text-to-image job. `wait=N` asks the server to hold the answer up to N s.
+
+        `loras` applies adapters of the catalogue to this job: `{"pixel-art": 0.8}`,
+        `["pixel-art"]` (scale 1), `[("pixel-art", 0.8)]` or `[{"id": ..., "scale": ...}]`;
+        the other job types take it too.
+        """
         return self._submit(
             build_submit(
                 "txt2img",
@@ -186,6 +192,7 @@ class Client(_Base):
                 negative_prompt=negative_prompt,
                 output_format=output_format,
                 priority=priority,
+                loras=loras,
                 **extra,
             )
         )
@@ -205,6 +212,7 @@ class Client(_Base):
         negative_prompt: str | None = None,
         output_format: str | None = None,
         priority: str | None = None,
+        loras: LoraInput | None = None,
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
@@ -227,6 +235,7 @@ class Client(_Base):
                 negative_prompt=negative_prompt,
                 output_format=output_format,
                 priority=priority,
+                loras=loras,
                 **extra,
             )
         )
@@ -248,6 +257,7 @@ class Client(_Base):
         negative_prompt: str | None = None,
         output_format: str | None = None,
         priority: str | None = None,
+        loras: LoraInput | None = None,
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
@@ -271,6 +281,7 @@ class Client(_Base):
                 negative_prompt=negative_prompt,
                 output_format=output_format,
                 priority=priority,
+                loras=loras,
                 **extra,
             )
         )
@@ -295,6 +306,7 @@ class Client(_Base):
         negative_prompt: str | None = None,
         output_format: str | None = None,
         priority: str | None = None,
+        loras: LoraInput | None = None,
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
@@ -319,6 +331,55 @@ class Client(_Base):
                 negative_prompt=negative_prompt,
                 output_format=output_format,
                 priority=priority,
+                loras=loras,
+                **extra,
+            )
+        )
+
+    def video(
+        self,
+        prompt: str,
+        *,
+        num_frames: int | None = None,
+        fps: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        model: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        scheduler: str | None = None,
+        seed: int | None = None,
+        n: int | None = 1,
+        negative_prompt: str | None = None,
+        priority: str | None = None,
+        loras: LoraInput | None = None,
+        wait: int | None = None,
+        idempotency_key: str | None = None,
+        **extra: Any,
+    ) -> Job:
+        """Submit a text-to-video job; each of the `n` clips is an MP4 with an animated WebP.
+
+        `num_frames` and `fps` default to the model's (see `models()`).
+        """
+        return self._submit(
+            build_submit(
+                "txt2video",
+                prompt,
+                wait=wait,
+                idempotency_key=idempotency_key,
+                num_frames=num_frames,
+                fps=fps,
+                width=width,
+                height=height,
+                model=model,
+                steps=steps,
+                guidance_scale=guidance_scale,
+                scheduler=scheduler,
+                seed=seed,
+                n=n,
+                negative_prompt=negative_prompt,
+                priority=priority,
+                loras=loras,
                 **extra,
             )
         )
@@ -463,6 +524,7 @@ class AsyncClient(_Base):
         negative_prompt: str | None = None,
         output_format: str | None = None,
         priority: str | None = None,
+        loras: LoraInput | None = None,
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
@@ -485,6 +547,7 @@ class AsyncClient(_Base):
                 negative_prompt=negative_prompt,
                 output_format=output_format,
                 priority=priority,
+                loras=loras,
                 **extra,
             )
         )
@@ -504,6 +567,7 @@ class AsyncClient(_Base):
         negative_prompt: str | None = None,
         output_format: str | None = None,
         priority: str | None = None,
+        loras: LoraInput | None = None,
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
@@ -526,6 +590,7 @@ class AsyncClient(_Base):
                 negative_prompt=negative_prompt,
                 output_format=output_format,
                 priority=priority,
+                loras=loras,
                 **extra,
             )
         )
@@ -547,6 +612,7 @@ class AsyncClient(_Base):
         negative_prompt: str | None = None,
         output_format: str | None = None,
         priority: str | None = None,
+        loras: LoraInput | None = None,
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
@@ -570,6 +636,7 @@ class AsyncClient(_Base):
                 negative_prompt=negative_prompt,
                 output_format=output_format,
                 priority=priority,
+                loras=loras,
                 **extra,
             )
         )
@@ -594,6 +661,7 @@ class AsyncClient(_Base):
         negative_prompt: str | None = None,
         output_format: str | None = None,
         priority: str | None = None,
+        loras: LoraInput | None = None,
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
@@ -618,6 +686,52 @@ class AsyncClient(_Base):
                 negative_prompt=negative_prompt,
                 output_format=output_format,
                 priority=priority,
+                loras=loras,
+                **extra,
+            )
+        )
+
+    async def video(
+        self,
+        prompt: str,
+        *,
+        num_frames: int | None = None,
+        fps: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        model: str | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        scheduler: str | None = None,
+        seed: int | None = None,
+        n: int | None = 1,
+        negative_prompt: str | None = None,
+        priority: str | None = None,
+        loras: LoraInput | None = None,
+        wait: int | None = None,
+        idempotency_key: str | None = None,
+        **extra: Any,
+    ) -> AsyncJob:
+        """As `Client.video`."""
+        return await self._submit(
+            build_submit(
+                "txt2video",
+                prompt,
+                wait=wait,
+                idempotency_key=idempotency_key,
+                num_frames=num_frames,
+                fps=fps,
+                width=width,
+                height=height,
+                model=model,
+                steps=steps,
+                guidance_scale=guidance_scale,
+                scheduler=scheduler,
+                seed=seed,
+                n=n,
+                negative_prompt=negative_prompt,
+                priority=priority,
+                loras=loras,
                 **extra,
             )
         )

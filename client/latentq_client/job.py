@@ -1,4 +1,4 @@
-"""The Job object of the API, with waiting and image download."""
+"""The Job object of the API, with waiting and the download of its images or videos."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ if TYPE_CHECKING:
 
     from latentq_client.client import AsyncClient, Client
 
-_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+_EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "video/mp4": ".mp4",
+}
+
+VIDEO_JOB_TYPES = frozenset({"txt2video"})
+"""Job types whose results are videos (`result.videos`) rather than images."""
 
 PathLike = str | os.PathLike[str]
 
@@ -78,14 +86,31 @@ class BaseJob:
         return [dict(image) for image in images if isinstance(image, dict)]
 
     @property
+    def video_results(self) -> list[dict[str, Any]]:
+        """`result.videos`: url (MP4), webp_url (the same clip as an animated WebP), width,
+        height, num_frames, fps, seed and content_type of each video."""
+        videos = (self.result or {}).get("videos") or []
+        return [dict(video) for video in videos if isinstance(video, dict)]
+
+    @property
+    def is_video(self) -> bool:
+        """Whether the job makes videos rather than images."""
+        return self.type in VIDEO_JOB_TYPES or "videos" in (self.result or {})
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        """The results of either kind: `video_results` of a video job, else `image_results`."""
+        return self.video_results if self.is_video else self.image_results
+
+    @property
     def seeds(self) -> list[int]:
-        return [int(image["seed"]) for image in self.image_results if "seed" in image]
+        return [int(output["seed"]) for output in self.outputs if "seed" in output]
 
     def _update(self, raw: Mapping[str, Any]) -> None:
         self.raw = dict(raw)
 
     def _check(self) -> None:
-        """Raise the job's outcome if it ended without images."""
+        """Raise the job's outcome if it ended without results."""
         if self.status == "failed":
             error = self.error or {}
             code = str(error.get("code") or "failed")
@@ -94,12 +119,37 @@ class BaseJob:
         if self.status == "canceled":
             raise JobCanceled(self, "canceled", f"job {self.id} was canceled")
 
-    def _extensions(self) -> list[str]:
+    def _refuse_video(self) -> None:
+        if self.is_video:
+            raise ValueError(
+                f"job {self.id} is a {self.type} job: its results are videos, not images; "
+                "use file_bytes() or save()"
+            )
+
+    def _check_webp(self, webp: bool) -> None:
+        if webp and not self.is_video:
+            raise ValueError(
+                f"webp=True is for video jobs; job {self.id} is a {self.type} job "
+                "(an image job chooses its format with output_format when submitted)"
+            )
+
+    def _urls(self, webp: bool) -> list[str]:
+        if not webp:
+            return [str(output["url"]) for output in self.outputs]
+        urls = [video.get("webp_url") for video in self.video_results]
+        if not all(urls):
+            raise ValueError(f"job {self.id} has no animated WebP of its videos")
+        return [str(url) for url in urls]
+
+    def _extensions(self, webp: bool) -> list[str]:
+        if webp:
+            return [".webp"] * len(self.outputs)
+        fallback = ".mp4" if self.is_video else ".png"
         return [
-            _EXTENSIONS.get(str(image.get("content_type")))
-            or Path(str(image.get("url", "")).split("?")[0]).suffix
-            or ".png"
-            for image in self.image_results
+            _EXTENSIONS.get(str(output.get("content_type")))
+            or Path(str(output.get("url", "")).split("?")[0]).suffix
+            or fallback
+            for output in self.outputs
         ]
 
     def __eq__(self, other: object) -> bool:
@@ -141,20 +191,33 @@ class Job(BaseJob):
         self._check()
         return self
 
-    def image_bytes(self) -> list[bytes]:
-        """The encoded bytes of each image (waits for the job first if needed)."""
+    def file_bytes(self, *, webp: bool = False) -> list[bytes]:
+        """The bytes of each image or MP4 video (waits for the job first if needed).
+
+        `webp=True`: each video as an animated WebP instead (video jobs only).
+        """
+        self._check_webp(webp)
         self.wait()
-        return [self._client._fetch(str(image["url"])) for image in self.image_results]
+        return [self._client._fetch(url) for url in self._urls(webp)]
+
+    def image_bytes(self) -> list[bytes]:
+        """The encoded bytes of each image; ValueError for a video job."""
+        self._refuse_video()
+        return self.file_bytes()
 
     def images(self) -> list[PILImage]:
-        """Each image as a PIL image; needs pillow."""
+        """Each image as a PIL image; needs pillow. ValueError for a video job."""
         return [_open_image(data) for data in self.image_bytes()]
 
-    def save(self, path_or_dir: PathLike) -> list[Path]:
-        """Write the images and return their paths (see `output_paths` for the names)."""
+    def save(self, path_or_dir: PathLike, *, webp: bool = False) -> list[Path]:
+        """Write the images or videos and return their paths (`output_paths` has the names).
+
+        Videos are written as `.mp4`, or with `webp=True` as animated `.webp`.
+        """
+        self._check_webp(webp)
         self.wait()
-        paths = output_paths(path_or_dir, self.id, self._extensions())
-        return _write(paths, self.image_bytes())
+        paths = output_paths(path_or_dir, self.id, self._extensions(webp))
+        return _write(paths, self.file_bytes(webp=webp))
 
 
 class AsyncJob(BaseJob):
@@ -181,27 +244,35 @@ class AsyncJob(BaseJob):
         self._check()
         return self
 
-    async def image_bytes(self) -> list[bytes]:
+    async def file_bytes(self, *, webp: bool = False) -> list[bytes]:
+        """As `Job.file_bytes`."""
+        self._check_webp(webp)
         await self.wait()
-        return [await self._client._fetch(str(image["url"])) for image in self.image_results]
+        return [await self._client._fetch(url) for url in self._urls(webp)]
+
+    async def image_bytes(self) -> list[bytes]:
+        self._refuse_video()
+        return await self.file_bytes()
 
     async def images(self) -> list[PILImage]:
         return [_open_image(data) for data in await self.image_bytes()]
 
-    async def save(self, path_or_dir: PathLike) -> list[Path]:
+    async def save(self, path_or_dir: PathLike, *, webp: bool = False) -> list[Path]:
+        """As `Job.save`."""
+        self._check_webp(webp)
         await self.wait()
-        paths = output_paths(path_or_dir, self.id, self._extensions())
-        return _write(paths, await self.image_bytes())
+        paths = output_paths(path_or_dir, self.id, self._extensions(webp))
+        return _write(paths, await self.file_bytes(webp=webp))
 
 
 def output_paths(target: PathLike, job_id: str, extensions: list[str]) -> list[Path]:
-    """Where `save` writes images with these extensions.
+    """Where `save` writes files (images or videos) with these extensions.
 
     - an existing directory, or a path ending in a separator: `<dir>/<job id>.png`, or
-      `<job id>-1.png`, `<job id>-2.png`, … for several images;
-    - a name with a suffix: exactly that file for one image, `name-1.png`, `name-2.png`, … for
+      `<job id>-1.png`, `<job id>-2.png`, … for several files;
+    - a name with a suffix: exactly that file for one file, `name-1.png`, `name-2.png`, … for
       several;
-    - a name without a suffix: `name.png` (the image's own extension), or `name-1.png`, ….
+    - a name without a suffix: `name.png` (the file's own extension), or `name-1.png`, ….
     """
     raw = os.fspath(target)
     path = Path(raw)

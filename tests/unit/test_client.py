@@ -84,6 +84,28 @@ def image_json(index: int, seed: int, content_type: str = "image/png") -> dict[s
     }
 
 
+def video_json(index: int, seed: int, webp: bool = True) -> dict[str, Any]:
+    files = f"{BASE}/v1/files/jobs/{JOB_ID}"
+    return {
+        "url": f"{files}/{index}.mp4?expires=1&sig=s",
+        "width": 64,
+        "height": 64,
+        "num_frames": 9,
+        "fps": 8,
+        "seed": seed,
+        "content_type": "video/mp4",
+        "webp_url": f"{files}/{index}.webp?expires=1&sig=s" if webp else None,
+    }
+
+
+def mp4_bytes(index: int = 0) -> bytes:
+    return b"\x00\x00\x00\x18ftypisom" + bytes([index]) * 16
+
+
+def webp_bytes(index: int = 0) -> bytes:
+    return b"RIFF\x00\x00\x00\x00WEBPVP8X" + bytes([index]) * 16
+
+
 def png_bytes(width: int = 8, height: int = 8, color: str = "red") -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), color).save(out, format="PNG")
@@ -399,6 +421,144 @@ def test_job_fields() -> None:
     assert (job.error, job.queue_position, job.model, job.type) == (None, None, "tiny", "txt2img")
     assert job.raw == raw
     assert repr(job) == f"Job(id='{JOB_ID}', status='succeeded')"
+
+
+def test_video_sends_the_video_fields(api: FakeAPI) -> None:
+    api.route("POST", "/v1/jobs", accepted(type="txt2video"))
+    with api.client() as client:
+        client.video("a fox running", seed=5)
+        job = client.video(
+            "a fox running",
+            num_frames=17,
+            fps=12,
+            width=64,
+            height=96,
+            model="tiny-video",
+            steps=3,
+            guidance_scale=6.0,
+            scheduler="euler",
+            seed=5,
+            n=2,
+            negative_prompt="blur",
+            priority="high",
+            loras={"motion": 0.5},
+            wait=10,
+            idempotency_key="v-1",
+            webhook="https://example.test/hook",
+        )
+    first, second = api.requests
+    assert first.headers["content-type"] == "application/json"
+    assert json.loads(first.content) == {
+        "type": "txt2video",
+        "prompt": "a fox running",
+        "seed": 5,
+        "n": 1,
+    }
+    assert json.loads(second.content) == {
+        "type": "txt2video",
+        "prompt": "a fox running",
+        "num_frames": 17,
+        "fps": 12,
+        "width": 64,
+        "height": 96,
+        "model": "tiny-video",
+        "steps": 3,
+        "guidance_scale": 6.0,
+        "scheduler": "euler",
+        "seed": 5,
+        "n": 2,
+        "negative_prompt": "blur",
+        "priority": "high",
+        "loras": [{"id": "motion", "scale": 0.5}],
+        "webhook": "https://example.test/hook",
+    }
+    assert (second.headers["prefer"], second.headers["idempotency-key"]) == ("wait=10", "v-1")
+    assert job.type == "txt2video" and job.is_video
+
+
+@pytest.mark.parametrize(
+    "loras",
+    [
+        {"pixel-art": 0.8, "ink": 1},
+        [("pixel-art", 0.8), ("ink", 1.0)],
+        [["pixel-art", 0.8], "ink"],
+        [{"id": "pixel-art", "scale": 0.8}, {"id": "ink"}],
+        ({"id": "pixel-art", "scale": 0.8}, ("ink", 1)),
+    ],
+)
+def test_loras_in_every_shape_go_out_in_the_wire_form(api: FakeAPI, loras: Any) -> None:
+    api.route("POST", "/v1/jobs", accepted())
+    with api.client() as client:
+        client.generate("a fox", loras=loras)
+    assert json.loads(api.requests[0].content)["loras"] == [
+        {"id": "pixel-art", "scale": 0.8},
+        {"id": "ink", "scale": 1.0},
+    ]
+
+
+def test_loras_on_every_job_type(api: FakeAPI) -> None:
+    api.route("POST", "/v1/jobs", accepted())
+    loras = [("style", -0.5)]
+    with api.client() as client:
+        client.generate("a", loras=loras)
+        client.img2img("b", png_bytes(), loras=loras)
+        client.inpaint("c", png_bytes(), png_bytes(), loras=loras)
+        client.outpaint("d", png_bytes(), left=8, loras=loras)
+        client.video("e", loras=loras)
+        client.generate("f", loras=[])
+        client.generate("g")
+    generate, img2img, inpaint, outpaint, video, empty, none = api.requests
+    wire = [{"id": "style", "scale": -0.5}]
+    for request in (generate, video):
+        assert json.loads(request.content)["loras"] == wire
+    for request in (img2img, inpaint, outpaint):
+        assert json.loads(multipart(request)["params"][2])["loras"] == wire
+    assert json.loads(empty.content)["loras"] == []
+    assert "loras" not in json.loads(none.content)
+
+
+def test_async_video_and_loras(api: FakeAPI) -> None:
+    api.route("POST", "/v1/jobs", accepted(type="txt2video"))
+
+    async def scenario() -> None:
+        async with api.async_client() as client:
+            await client.video("a fox running", num_frames=9, fps=8, loras=["motion"])
+            await client.img2img("b", png_bytes(), loras={"style": 2})
+
+    asyncio.run(scenario())
+    video, img2img = api.requests
+    assert json.loads(video.content) == {
+        "type": "txt2video",
+        "prompt": "a fox running",
+        "num_frames": 9,
+        "fps": 8,
+        "n": 1,
+        "loras": [{"id": "motion", "scale": 1.0}],
+    }
+    assert json.loads(multipart(img2img)["params"][2])["loras"] == [{"id": "style", "scale": 2.0}]
+
+
+@pytest.mark.parametrize(
+    ("loras", "message"),
+    [
+        ("pixel-art", "not the string"),
+        (42, "list of adapters"),
+        ({"id": "pixel-art", "scale": 0.8}, "put one adapter in a list"),
+        ({"pixel-art": "high"}, "scale of 'pixel-art' must be a number"),
+        ({"pixel-art": True}, "must be a number"),
+        ({"pixel-art": float("nan")}, "must be a number"),
+        ([""], "non-empty string"),
+        ([None], "loras\\[0\\] must be an id"),
+        ([("a", 1.0), ("b", 1.0, 2.0)], "loras\\[1\\] must be an id"),
+        ([(1, 0.5)], "adapter id must be a non-empty string"),
+        ([{"name": "a"}], "must have an 'id'"),
+        ([{"id": "a", "weight": 2}], "must have an 'id'"),
+    ],
+)
+def test_bad_loras_are_refused_before_any_request(api: FakeAPI, loras: Any, message: str) -> None:
+    with api.client() as client, pytest.raises(ValueError, match=message):
+        client.generate("a fox", loras=loras)
+    assert api.requests == []
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -863,6 +1023,107 @@ def test_save_of_a_failed_job_raises(api: FakeAPI, tmp_path: Path) -> None:
     with api.client() as client, pytest.raises(JobFailed):
         Job(job_json("failed", error={"code": "x", "message": "m"}), client).save(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- videos ---------------------------------------------------------------------------------
+
+
+def finished_video(api: FakeAPI, count: int = 1, webp: bool = True) -> dict[str, Any]:
+    raw = job_json("succeeded", type="txt2video")
+    raw["result"] = {"videos": [video_json(i, 42 + i, webp) for i in range(count)]}
+    for i in range(count):
+        files = f"/v1/files/jobs/{JOB_ID}/{i}"
+        api.route("GET", f"{files}.mp4", httpx.Response(200, content=mp4_bytes(i)))
+        api.route("GET", f"{files}.webp", httpx.Response(200, content=webp_bytes(i)))
+    return raw
+
+
+def test_video_results_outputs_and_seeds(api: FakeAPI) -> None:
+    with api.client() as client:
+        job = Job(finished_video(api, 2), client)
+        blobs = job.file_bytes()
+        webps = job.file_bytes(webp=True)
+    assert job.is_video and job.image_results == []
+    assert [v["num_frames"] for v in job.video_results] == [9, 9]
+    assert job.outputs == job.video_results
+    assert job.seeds == [42, 43]
+    assert blobs == [mp4_bytes(0), mp4_bytes(1)]
+    assert webps == [webp_bytes(0), webp_bytes(1)]
+
+
+def test_outputs_of_an_image_job_are_its_images(api: FakeAPI) -> None:
+    with api.client() as client:
+        job = Job(finished(api, 2), client)
+        assert not job.is_video
+        assert job.outputs == job.image_results and job.video_results == []
+        assert job.file_bytes() == job.image_bytes()
+
+
+def test_save_a_video_writes_mp4(api: FakeAPI, tmp_path: Path) -> None:
+    with api.client() as client:
+        one = Job(finished_video(api), client)
+        assert one.save(tmp_path / "fox") == [tmp_path / "fox.mp4"]
+        assert one.save(tmp_path) == [tmp_path / f"{JOB_ID}.mp4"]
+        several = Job(finished_video(api, 2), client).save(tmp_path / "run.mp4")
+    assert (tmp_path / "fox.mp4").read_bytes() == mp4_bytes(0)
+    assert several == [tmp_path / "run-1.mp4", tmp_path / "run-2.mp4"]
+    assert [p.read_bytes() for p in several] == [mp4_bytes(0), mp4_bytes(1)]
+
+
+def test_save_a_video_as_animated_webp(api: FakeAPI, tmp_path: Path) -> None:
+    with api.client() as client:
+        paths = Job(finished_video(api, 2), client).save(tmp_path / "fox", webp=True)
+    assert paths == [tmp_path / "fox-1.webp", tmp_path / "fox-2.webp"]
+    assert [p.read_bytes() for p in paths] == [webp_bytes(0), webp_bytes(1)]
+
+
+def test_webp_of_a_video_without_one_raises(api: FakeAPI, tmp_path: Path) -> None:
+    with api.client() as client, pytest.raises(ValueError, match="no animated WebP"):
+        Job(finished_video(api, webp=False), client).save(tmp_path, webp=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_webp_of_an_image_job_raises(api: FakeAPI, tmp_path: Path) -> None:
+    with api.client() as client, pytest.raises(ValueError, match="webp=True is for video jobs"):
+        Job(finished(api), client).save(tmp_path, webp=True)
+    assert api.requests == []
+
+
+def test_images_of_a_video_job_raise_before_waiting(api: FakeAPI) -> None:
+    with api.client() as client:
+        queued = Job(job_json(type="txt2video"), client)
+        done = Job(finished_video(api), client)
+        for job in (queued, done):
+            with pytest.raises(ValueError, match="results are videos, not images"):
+                job.images()
+            with pytest.raises(ValueError, match="use file_bytes\\(\\) or save\\(\\)"):
+                job.image_bytes()
+    assert api.requests == []
+
+
+def test_save_waits_for_a_video_job(api: FakeAPI, tmp_path: Path) -> None:
+    raw = finished_video(api)
+    api.route("GET", f"/v1/jobs/{JOB_ID}/events", event_stream(sse("succeeded", raw)))
+    with api.client() as client:
+        paths = Job(job_json(type="txt2video"), client).save(tmp_path / "clip.mp4")
+    assert paths == [tmp_path / "clip.mp4"] and paths[0].read_bytes() == mp4_bytes(0)
+
+
+def test_async_video_save_and_images_error(api: FakeAPI, tmp_path: Path) -> None:
+    api.route("POST", "/v1/jobs", httpx.Response(200, json=finished_video(api)))
+
+    async def scenario() -> tuple[list[Path], list[Path], list[int]]:
+        async with api.async_client() as client:
+            job = await client.video("a fox running", wait=30)
+            with pytest.raises(ValueError, match="videos, not images"):
+                await job.images()
+            mp4 = await job.save(tmp_path / "fox.mp4")
+            webp = await job.save(tmp_path / "fox.webp", webp=True)
+            return mp4, webp, job.seeds
+
+    mp4, webp, seeds = asyncio.run(scenario())
+    assert mp4[0].read_bytes() == mp4_bytes(0) and webp[0].read_bytes() == webp_bytes(0)
+    assert seeds == [42]
 
 
 # -- the async client -----------------------------------------------------------------------

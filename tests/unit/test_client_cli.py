@@ -18,10 +18,13 @@ from tests.unit.test_client import (
     envelope,
     event_stream,
     finished,
+    finished_video,
     job_json,
+    mp4_bytes,
     multipart,
     png_bytes,
     sse,
+    webp_bytes,
 )
 
 
@@ -49,6 +52,12 @@ def succeed(api: FakeAPI, count: int = 1) -> None:
         f"/v1/jobs/{JOB_ID}/events",
         event_stream(sse("progress", {"step": 2, "total_steps": 4}), sse("succeeded", raw)),
     )
+
+
+def succeed_video(api: FakeAPI, count: int = 1) -> None:
+    api.route("POST", "/v1/jobs", accepted(type="txt2video"))
+    raw = finished_video(api, count)
+    api.route("GET", f"/v1/jobs/{JOB_ID}/events", event_stream(sse("succeeded", raw)))
 
 
 def test_generate_writes_the_image_and_prints_path_and_seed(
@@ -123,6 +132,77 @@ def test_generate_several_images_and_the_format_from_the_suffix(
     }
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"{tmp_path / 'fox-1.webp'}\tseed=42", f"{tmp_path / 'fox-2.webp'}\tseed=43"]
+
+
+def test_video_writes_the_mp4_and_prints_path_and_seed(
+    api: FakeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    succeed_video(api)
+    out = tmp_path / "fox.mp4"
+    argv = ["video", "a fox running", "--frames", "17", "--fps", "12", "--width", "64"]
+    argv += ["--height", "96", "--seed", "42", "--steps", "3", "-m", "tiny-video", "-o", str(out)]
+    assert cli.main(argv) == 0
+    assert out.read_bytes() == mp4_bytes(0)
+    assert capsys.readouterr().out == f"{out}\tseed=42\n"
+    assert json.loads(api.requests[0].content) == {
+        "type": "txt2video",
+        "prompt": "a fox running",
+        "num_frames": 17,
+        "fps": 12,
+        "width": 64,
+        "height": 96,
+        "model": "tiny-video",
+        "steps": 3,
+        "seed": 42,
+    }
+
+
+def test_video_to_a_webp_name_saves_the_animated_webp(
+    api: FakeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    succeed_video(api, 2)
+    assert cli.main(["video", "a fox", "-n", "2", "-o", str(tmp_path / "fox.webp")]) == 0
+    paths = [tmp_path / "fox-1.webp", tmp_path / "fox-2.webp"]
+    assert [p.read_bytes() for p in paths] == [webp_bytes(0), webp_bytes(1)]
+    assert capsys.readouterr().out.splitlines() == [
+        f"{p}\tseed={42 + i}" for i, p in enumerate(paths)
+    ]
+    body = json.loads(api.requests[0].content)
+    assert body == {"type": "txt2video", "prompt": "a fox", "n": 2}
+
+
+def test_video_into_a_directory(api: FakeAPI, tmp_path: Path) -> None:
+    succeed_video(api)
+    assert cli.main(["video", "a fox", "-o", str(tmp_path)]) == 0
+    assert (tmp_path / f"{JOB_ID}.mp4").read_bytes() == mp4_bytes(0)
+
+
+def test_lora_options_on_every_generation_command(api: FakeAPI, tmp_path: Path) -> None:
+    succeed(api)
+    image, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    image.write_bytes(png_bytes())
+    mask.write_bytes(png_bytes(color="white"))
+    loras = ["--lora", "pixel-art", "--lora", "ink:0.5", "--lora", "blur:-1.25"]
+    out = ["-o", str(tmp_path / "out.png")]
+    assert cli.main(["generate", "x", *loras, *out]) == 0
+    assert cli.main(["img2img", "x", "--image", str(image), *loras, *out]) == 0
+    inpaint = ["inpaint", "x", "--image", str(image), "--mask", str(mask)]
+    assert cli.main([*inpaint, *loras, *out]) == 0
+    assert cli.main(["outpaint", "x", "--image", str(image), "--top", "8", *loras, *out]) == 0
+    assert cli.main(["video", "x", *loras, "--no-wait"]) == 0
+    wire = [
+        {"id": "pixel-art", "scale": 1.0},
+        {"id": "ink", "scale": 0.5},
+        {"id": "blur", "scale": -1.25},
+    ]
+    posts = [r for r in api.requests if r.method == "POST"]
+    assert len(posts) == 5
+    for request in posts:
+        if request.headers["content-type"] == "application/json":
+            body = json.loads(request.content)
+        else:
+            body = json.loads(multipart(request)["params"][2])
+        assert body["loras"] == wire
 
 
 def test_url_and_key_from_options_anywhere_or_the_environment(
@@ -220,6 +300,11 @@ def test_an_api_error_exits_2_with_the_message(
         ["inpaint", "x", "--image", "a.png"],
         ["paint", "x"],
         ["generate", "x", "--format", "gif"],
+        ["generate", "x", "--lora", "pixel-art:strong"],
+        ["generate", "x", "--lora", ":0.5"],
+        ["video", "x", "--lora", "a:nan"],
+        ["video", "x", "--format", "png"],
+        ["video", "x", "--frames", "many"],
     ],
 )
 def test_usage_errors_exit_2(
@@ -295,6 +380,38 @@ def test_models_as_a_table_and_json(api: FakeAPI, capsys: pytest.CaptureFixture[
     assert lines[2].split() == ["txt-only", "txt2img", "64x64", "0"]
     assert cli.main(["models", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == models
+
+
+def test_models_table_shows_frames_fps_and_adapters(
+    api: FakeAPI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models: list[dict[str, Any]] = [
+        {"id": "tiny", "tasks": ["txt2img"], "native_size": [64, 64], "workers": 1},
+        {
+            "id": "tiny-video",
+            "tasks": ["txt2video"],
+            "native_size": [64, 64],
+            "default_frames": 9,
+            "max_frames": 33,
+            "default_fps": 8,
+            "adapters": ["motion", "ink"],
+            "workers": 2,
+        },
+    ]
+    api.route("GET", "/v1/models", httpx.Response(200, json={"data": models}))
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = ["MODEL", "TASKS", "SIZE", "FRAMES", "FPS", "ADAPTERS", "WORKERS"]
+    assert lines[0].split() == header
+    assert lines[1].split() == ["tiny", "txt2img", "64x64", "1"]
+    # Each value stands under its heading; the image model leaves the video columns empty.
+    starts = [lines[0].index(heading) for heading in header]
+    columns = list(zip(starts, [*starts[1:], None], strict=True))
+    cells = [[line[start:end].strip() for start, end in columns] for line in lines[1:]]
+    assert cells == [
+        ["tiny", "txt2img", "64x64", "", "", "", "1"],
+        ["tiny-video", "txt2video", "64x64", "9 (max 33)", "8", "motion,ink", "2"],
+    ]
 
 
 def test_no_wait_prints_the_job_id(api: FakeAPI, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,9 +23,11 @@ from jobs.protocol import (
     IMAGE_FIELDS,
     AnyParams,
     JobStatus,
+    JobType,
     OutpaintParams,
     Priority,
     Txt2ImgParams,
+    Txt2VideoParams,
     is_job_id,
     new_job_id,
     parse_params,
@@ -119,20 +121,25 @@ class JobService:
 
     def _work(self, params: AnyParams, images: dict[str, InputImage]) -> float:
         """The job's work in megapixel-steps, refused past the configured cap."""
-        if isinstance(params, Txt2ImgParams):
+        frames = 1
+        if isinstance(params, Txt2ImgParams | Txt2VideoParams):
             width, height = params.width or 0, params.height or 0
+            if isinstance(params, Txt2VideoParams):
+                frames = params.num_frames or 1
         else:
             width, height = images["image"].width, images["image"].height
             if isinstance(params, OutpaintParams):
                 width += params.outpaint.left + params.outpaint.right
                 height += params.outpaint.top + params.outpaint.bottom
-        work = width * height / 1e6 * _total_steps(params) * params.n
+        work = width * height / 1e6 * frames * _total_steps(params) * params.n
         cap = self.settings.max_work_mp_steps
         if work > cap:
+            what = f"{frames} frames × {params.n} videos" if frames > 1 else f"{params.n} images"
             raise InvalidRequest(
                 f"this job is {work:.0f} megapixel-steps of work ({width}x{height} pixels × "
-                f"{_total_steps(params)} steps × {params.n} images); the most one job may ask "
-                f"for is {cap:.0f}: lower the size, the steps or n"
+                f"{_total_steps(params)} steps × {what}); the most one job may ask "
+                f"for is {cap:.0f}: lower the size, the steps, "
+                + ("the frames or n" if frames > 1 else "or n")
             )
         return work
 
@@ -181,6 +188,19 @@ class JobService:
             raise InvalidRequest(
                 f"model {model.id} does not do {params.type}; it does {tasks}", param="type"
             )
+        fitting = {a.id: a for a in self.catalog.adapters_for(model)}
+        for lora in params.loras:
+            if lora.id not in fitting:
+                known = ", ".join(fitting) or "none"
+                what = (
+                    "does not fit"
+                    if any(a.id == lora.id for a in self.catalog.adapters)
+                    else "is not in the catalogue; it is unknown to"
+                )
+                raise InvalidRequest(
+                    f"adapter {lora.id!r} {what} model {model.id} (its adapters: {known})",
+                    param="loras",
+                )
         if params.scheduler is not None and params.scheduler not in model.schedulers:
             raise InvalidRequest(
                 f"scheduler {params.scheduler!r} is not available for model {model.id}; "
@@ -207,9 +227,18 @@ class JobService:
         }
         if params.webhook is not None and params.webhook_events is None:
             updates["webhook_events"] = ["completed"]
-        if isinstance(params, Txt2ImgParams):
+        if isinstance(params, Txt2ImgParams | Txt2VideoParams):
             updates["width"] = params.width or model.native_size[0]
             updates["height"] = params.height or model.native_size[1]
+        if isinstance(params, Txt2VideoParams):
+            frames = params.num_frames or model.default_frames
+            if frames > model.max_frames:
+                raise InvalidRequest(
+                    f"num_frames: model {model.id} makes at most {model.max_frames} frames",
+                    param="num_frames",
+                )
+            updates["num_frames"] = frames
+            updates["fps"] = params.fps or model.default_fps
         return _validate({**params.model_dump(mode="json"), **updates})
 
     def _load_images(
@@ -331,6 +360,16 @@ class JobService:
                 "default_guidance": m.default_guidance,
                 "schedulers": list(m.schedulers),
                 "default_scheduler": m.scheduler,
+                **(
+                    {
+                        "default_frames": m.default_frames,
+                        "max_frames": m.max_frames,
+                        "default_fps": m.default_fps,
+                    }
+                    if JobType.TXT2VIDEO in m.tasks
+                    else {}
+                ),
+                "adapters": [a.id for a in self.catalog.adapters_for(m)],
                 "workers": len(workers.get(m.id, [])),
             }
             for m in self.catalog.models
@@ -339,7 +378,7 @@ class JobService:
 
 def _total_steps(params: AnyParams) -> int:
     steps = params.steps or 0
-    if isinstance(params, Txt2ImgParams):
+    if isinstance(params, Txt2ImgParams | Txt2VideoParams):
         return steps
     # Image jobs skip the first (1 - strength) of the schedule, as diffusers does.
     return max(1, int(steps * params.strength))

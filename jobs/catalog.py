@@ -297,10 +297,48 @@ class ModelEntry(BaseModel):
         return self.default_scheduler or self.schedulers[0]
 
 
+class AdapterEntry(BaseModel):
+    """A LoRA adapter jobs may apply (`"loras": [{"id": ..., "scale": ...}]`): loaded once
+    by every worker holding a model it fits, switched on per job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=128)
+    source: str
+    """A LoRA `.safetensors` file or a folder holding one (relative to the catalogue)."""
+    families: tuple[Family, ...]
+    """Families of the models it was trained for."""
+    models: tuple[str, ...] = ()
+    """Only these models (default: every model of its families)."""
+    description: str = ""
+    demo: bool = False
+    """A tiny random LoRA that the worker builds at `source` for the (demo) models it lists."""
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not _MODEL_ID.match(value):
+            raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (at most 64)")
+        return value
+
+    @field_validator("families")
+    @classmethod
+    def _some_family(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list the families the adapter fits")
+        if "video" in value:
+            raise ValueError("adapters are served for the image families only")
+        return value
+
+    def fits(self, model: ModelEntry) -> bool:
+        return model.family in self.families and (not self.models or model.id in self.models)
+
+
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: tuple[ModelEntry, ...]
+    adapters: tuple[AdapterEntry, ...] = ()
     default: str | None = None
     base_dir: Path = Path(".")
     """Relative local sources resolve against this folder (the catalogue file's)."""
@@ -314,7 +352,24 @@ class Catalog(BaseModel):
             raise ValueError("model ids must be unique")
         if self.default is not None and self.default not in ids:
             raise ValueError(f"default model {self.default!r} is not listed")
+        adapter_ids = [a.id for a in self.adapters]
+        if len(set(adapter_ids)) != len(adapter_ids):
+            raise ValueError("adapter ids must be unique")
+        for adapter in self.adapters:
+            unknown = [m for m in adapter.models if m not in ids]
+            if unknown:
+                raise ValueError(f"adapter {adapter.id} names unknown models {unknown}")
+            if adapter.demo and not adapter.models:
+                raise ValueError(f"demo adapter {adapter.id} must name the models it is built for")
         return self
+
+    def adapters_for(self, model: ModelEntry) -> list[AdapterEntry]:
+        """The adapters jobs of `model` may apply."""
+        return [a for a in self.adapters if a.fits(model)]
+
+    def adapter_path(self, adapter: AdapterEntry) -> Path:
+        path = Path(adapter.source).expanduser()
+        return (path if path.is_absolute() else self.base_dir / path).resolve()
 
     @cached_property
     def by_id(self) -> dict[str, ModelEntry]:

@@ -41,6 +41,12 @@ FPS_MAX: Final = 60
 VIDEOS_MAX: Final = 4
 """Most videos one txt2video job may produce."""
 
+LORAS_MAX: Final = 4
+"""Most LoRA adapters one job may apply at once."""
+
+LORA_SCALE_MAX: Final = 4.0
+"""Largest magnitude of a LoRA adapter's scale (negative scales are allowed)."""
+
 MASK_BLUR_MAX: Final = 64
 """Largest feather radius of an inpaint or outpaint mask, in pixels."""
 

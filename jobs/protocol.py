@@ -101,6 +101,13 @@ class Padding(_Strict):
         return self
 
 
+class LoraRef(_Strict):
+    """A LoRA adapter from the catalogue, applied to this job only, at `scale`."""
+
+    id: str = Field(min_length=1, max_length=128)
+    scale: float = Field(default=1.0, ge=-defaults.LORA_SCALE_MAX, le=defaults.LORA_SCALE_MAX)
+
+
 class JobParams(_Strict):
     """Fields every job type takes. After `resolve` every optional field holds a value."""
 
@@ -113,6 +120,8 @@ class JobParams(_Strict):
     scheduler: str | None = Field(default=None, min_length=1, max_length=64)
     seed: Seed | None = None
     n: int = Field(default=1, ge=1, le=defaults.N_MAX)
+    loras: tuple[LoraRef, ...] = Field(default=(), max_length=defaults.LORAS_MAX)
+    """Adapters for this job; the next job without them gets the base model exactly."""
     priority: Priority = Priority.NORMAL
     webhook: str | None = Field(default=None, min_length=8, max_length=2048)
     """An http(s) URL that gets signed POSTs about this job (see `jobs.webhooks`)."""
@@ -125,6 +134,14 @@ class JobParams(_Strict):
         value = value.strip()
         if not value:
             raise ValueError("prompt must hold at least one non-space character")
+        return value
+
+    @field_validator("loras", mode="after")
+    @classmethod
+    def _distinct_loras(cls, value: tuple[LoraRef, ...]) -> tuple[LoraRef, ...]:
+        ids = [lora.id for lora in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError("each adapter may be named once")
         return value
 
     @model_validator(mode="after")

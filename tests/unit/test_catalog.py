@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from jobs.catalog import FAMILIES, FAMILY_RULES, SCHEDULER_NAMES, CatalogError, load_catalog
+from jobs.catalog import (
+    FAMILIES,
+    FAMILY_RULES,
+    SCHEDULER_NAMES,
+    Catalog,
+    CatalogError,
+    load_catalog,
+)
 from jobs.protocol import JobType
 from tests.conftest import ROOT
 from worker.schedulers import FLOW_SCHEDULERS, SCHEDULERS
@@ -215,3 +222,59 @@ def test_a_scheduler_of_the_wrong_kind_is_refused_by_the_worker() -> None:
 
     with pytest.raises(ValueError, match="does not fit a flow-matching model"):
         make_scheduler("euler_a", {"shift": 3.0}, flow_matching=True)
+
+
+def test_the_shipped_catalogue_has_a_demo_model_of_every_family() -> None:
+    catalog = load_catalog(ROOT / "models.toml")
+    assert catalog.default_id == "tiny-sd"
+    demos = {m.family: m for m in catalog.models if m.demo}
+    assert set(demos) == set(FAMILIES)
+    assert demos["video"].tasks == ("txt2video",)
+    assert demos["video"].native_size == (256, 256) and demos["video"].default_frames == 8
+
+
+# -- adapters ------------------------------------------------------------------------------
+
+
+def adapters_catalog(*adapters: dict[str, object]) -> Catalog:
+    return Catalog.model_validate(
+        {
+            "models": [
+                {"id": "one", "source": "/m/one", "family": "sd1"},
+                {"id": "two", "source": "/m/two", "family": "sd1"},
+                {"id": "xl", "source": "/m/xl", "family": "sdxl"},
+            ],
+            "adapters": list(adapters),
+        }
+    )
+
+
+def test_adapters_fit_by_family_and_optionally_by_model() -> None:
+    catalog = adapters_catalog(
+        {"id": "ink", "source": "/a/ink.safetensors", "families": ["sd1"]},
+        {"id": "only-two", "source": "/a/x", "families": ["sd1"], "models": ["two"]},
+        {"id": "xl-style", "source": "/a/y", "families": ["sdxl"]},
+    )
+    fits = {m.id: [a.id for a in catalog.adapters_for(m)] for m in catalog.models}
+    assert fits == {"one": ["ink"], "two": ["ink", "only-two"], "xl": ["xl-style"]}
+
+
+@pytest.mark.parametrize(
+    ("adapter", "message"),
+    [
+        ({"id": "a", "source": "/a", "families": []}, "list the families"),
+        ({"id": "a", "source": "/a", "families": ["video"]}, "image families"),
+        ({"id": "a", "source": "/a", "families": ["sd1"], "models": ["nope"]}, "unknown models"),
+        ({"id": "a", "source": "/a", "families": ["sd1"], "demo": True}, "must name the models"),
+        ({"id": "A b", "source": "/a", "families": ["sd1"]}, "lowercase"),
+    ],
+)
+def test_bad_adapters_are_refused(adapter: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        adapters_catalog(adapter)
+
+
+def test_adapter_ids_are_unique() -> None:
+    entry = {"id": "a", "source": "/a", "families": ["sd1"]}
+    with pytest.raises(ValueError, match="unique"):
+        adapters_catalog(entry, entry)

@@ -251,7 +251,8 @@ def _image_vae(latent_channels: int, **config: Any) -> Any:
         layers_per_block=1,
         latent_channels=latent_channels,
         norm_num_groups=8,
-        sample_size=64,
+        # Only sets the tile size of a tiled decode: that of the real VAEs.
+        sample_size=512,
         **config,
     )
 

@@ -8,6 +8,7 @@ fork) or re-initialises CUDA; a per-job spawn would reload the weights every tim
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
@@ -150,7 +151,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     import diffusers
     import torch
 
-    from worker.pipelines import WarmModel, pick_device
+    from worker.pipelines import WarmModel, WarmVideoModel, load_model
 
     diffusers.utils.logging.disable_progress_bar()
 
@@ -167,14 +168,20 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
             return 2
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    models = {}
+    models: dict[str, WarmModel | WarmVideoModel] = {}
     for model_id in ids:
         entry = catalog.by_id[model_id]
-        device = pick_device(settings.device, entry.dtype)
-        models[model_id] = WarmModel(
-            entry, model_source(catalog, entry), device, settings.attention
+        model = load_model(
+            entry,
+            model_source(catalog, entry),
+            settings.device,
+            attention=settings.attention,
+            compile=settings.compile,
+            vae_tiling_pixels=settings.vae_tiling_pixels,
         )
-        metrics.MODEL_LOAD.labels(model_id).set(models[model_id].load_s)
+        models[model_id] = model
+        log.info("model %s warm: %s", model_id, json.dumps(model.config))
+        metrics.MODEL_LOAD.labels(model_id).set(model.load_s)
         metrics.WARM.labels(model_id).set(1)
 
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"

@@ -1,35 +1,154 @@
 """Warm pipelines: loaded once per process, shared by every job, fresh state per job.
 
-A `WarmModel` holds one text-to-image pipeline and the inpainting pipeline derived from it
-with `from_pipe` (the same weights, no second copy). Each job gets its own scheduler and its
+`load_model` gives the class that fits a catalogue entry's family: a `WarmModel` for the
+image families (sd1, sdxl, sd3, flux) holds one text-to-image pipeline and the img2img and
+inpainting pipelines derived from it with `from_pipe` (the same weights, no second copy); a
+`WarmVideoModel` holds a text-to-video pipeline (Wan). Each job gets its own scheduler and its
 own seeded generators, so nothing one job sets leaks into the next.
+
+How a model runs — device, dtype, attention kernels, channels-last, torch.compile, VAE
+upcast and tiling — is decided by `choose_runtime`, a pure function of the family, the device
+and the settings, and reported by each model's `config`.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from jobs.catalog import ModelEntry
+from jobs.catalog import FAMILY_RULES, ModelEntry
 from jobs.protocol import JobType
-from worker.imaging import Canvas, working_size
+from worker.imaging import Canvas
 from worker.schedulers import make_scheduler
+from worker.settings import VAE_TILING_PIXELS_DEFAULT
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int], None]
 """Called after each denoising step with (steps done, total steps)."""
 
+UNET_FAMILIES = ("sd1", "sdxl")
+"""Families whose denoiser is a convolutional UNet (channels-last pays off on CUDA)."""
+
+
+# -- the runtime: how a model runs on its device -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How one model runs. Chosen by `choose_runtime`; what was applied is `model.config`."""
+
+    family: str
+    device: str
+    """`cpu`, `cuda` or `cuda:N`."""
+    dtype: str
+    """`float32`, `float16` or `bfloat16`: the weights and the denoising."""
+    attention: str
+    """`xformers` or `sdpa` (PyTorch's scaled-dot-product attention)."""
+    channels_last: bool
+    """UNet weights and activations in NHWC, which CUDA convolutions run faster."""
+    compile: bool
+    """The UNet or transformer goes through `torch.compile`, warmed up at the native size."""
+    vae_upcast: bool
+    """The VAE decodes in float32 while the rest runs in half precision."""
+    vae_tiling_pixels: int
+    """Outputs above this many pixels decode in tiles, a job's images one at a time (0: never)."""
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.split(":")[0] == "cuda"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def choose_runtime(
+    family: str,
+    device: str,
+    dtype_setting: str = "auto",
+    *,
+    attention: str = "auto",
+    xformers_available: bool = False,
+    compile: bool = False,
+    vae_tiling_pixels: int = VAE_TILING_PIXELS_DEFAULT,
+) -> Runtime:
+    """Decide how a model of `family` runs on `device` (`cpu`, `cuda`, `cuda:N`).
+
+    - dtype `auto`: on CUDA, float16 for the UNet families (sd1, sdxl) and bfloat16 for the
+      transformers (sd3, flux, video), which were trained in it and overflow in float16; on
+      the CPU always float32 (half-precision CPU kernels are slow or missing), unless
+      bfloat16 is named.
+    - the VAE decodes in float32 where half precision overflows: SDXL's in float16 (when its
+      config asks for it, as the original does), and Wan's, which its authors run in float32.
+    - attention: xformers on CUDA when it imports (`auto`) or is asked for; PyTorch SDPA
+      otherwise. Asking for xformers on CUDA without it is a configuration error.
+    - channels-last for UNets on CUDA; `torch.compile` only on CUDA.
+    """
+    if family not in FAMILY_RULES:
+        raise ValueError(f"unknown family {family!r}")
+    if dtype_setting not in ("auto", *_DTYPES):
+        raise ValueError(f"unknown dtype {dtype_setting!r}")
+    if attention not in ("auto", "xformers", "sdpa"):
+        raise ValueError(f"unknown attention {attention!r}")
+    cuda = device.split(":")[0] == "cuda"
+    if not cuda:
+        dtype = "bfloat16" if dtype_setting == "bfloat16" else "float32"
+    elif dtype_setting == "auto":
+        dtype = FAMILY_RULES[family].dtype_cuda
+    else:
+        dtype = dtype_setting
+    if cuda and attention == "xformers" and not xformers_available:
+        raise ValueError(
+            "attention is xformers but xformers does not import: install the cuda extra "
+            "(pip install '.[cuda]') or set LATENTQ_ATTENTION=auto or sdpa"
+        )
+    half = dtype != "float32"
+    return Runtime(
+        family=family,
+        device=device,
+        dtype=dtype,
+        attention="xformers" if cuda and attention != "sdpa" and xformers_available else "sdpa",
+        channels_last=cuda and family in UNET_FAMILIES,
+        compile=cuda and compile,
+        vae_upcast=cuda and half and family in ("sdxl", "video"),
+        vae_tiling_pixels=vae_tiling_pixels,
+    )
+
+
+def xformers_importable() -> bool:
+    """Whether `import xformers.ops` works (it can be installed yet broken for this torch)."""
+    try:
+        importlib.import_module("xformers.ops")
+    except Exception:
+        return False
+    return True
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` → `cuda` when a GPU is there, else `cpu`; anything else as given (checked)."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    torch.device(requested)  # raises for a name torch does not know
+    return requested
+
 
 @dataclass(frozen=True)
 class Device:
+    """Where a model runs, in torch's terms."""
+
     torch_device: torch.device
     dtype: torch.dtype
     attention: str
@@ -39,92 +158,107 @@ class Device:
         return self.torch_device.type == "cuda"
 
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+def pick_device(requested: str, dtype_name: str, family: str = "sd1") -> Device:
+    """The device and dtype `choose_runtime` picks (with SDPA attention)."""
+    runtime = choose_runtime(family, resolve_device(requested), dtype_name, attention="sdpa")
+    return Device(torch.device(runtime.device), runtime.torch_dtype, runtime.attention)
 
 
-def pick_device(requested: str, dtype_name: str) -> Device:
-    """CUDA with half precision when there is a GPU; float32 on the CPU."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
-    if device.type == "cuda":
-        dtype = torch.float16 if dtype_name == "auto" else _DTYPES[dtype_name]
-    else:
-        # Half precision on the CPU is slow or unsupported for many kernels.
-        dtype = torch.float32 if dtype_name in ("auto", "float16") else _DTYPES[dtype_name]
-    return Device(torch_device=device, dtype=dtype, attention="sdpa")
+def load_model(
+    entry: ModelEntry,
+    source: str | Path,
+    device: str = "auto",
+    *,
+    attention: str = "auto",
+    compile: bool = False,
+    vae_tiling_pixels: int = VAE_TILING_PIXELS_DEFAULT,
+) -> WarmModel | WarmVideoModel:
+    """Load `entry` from `source` (a diffusers folder or hub id) into the class of its family."""
+    resolved = resolve_device(device)
+    runtime = choose_runtime(
+        entry.family,
+        resolved,
+        entry.dtype,
+        attention=attention,
+        xformers_available=resolved.startswith("cuda") and xformers_importable(),
+        compile=compile,
+        vae_tiling_pixels=vae_tiling_pixels,
+    )
+    if entry.is_video:
+        return WarmVideoModel(entry, source, runtime)
+    return WarmModel(entry, source, runtime)
 
 
-class WarmModel:
-    def __init__(
-        self, entry: ModelEntry, source: str | Path, device: Device, attention: str = "auto"
-    ) -> None:
-        from diffusers import (
-            AutoPipelineForImage2Image,
-            AutoPipelineForInpainting,
-            AutoPipelineForText2Image,
-        )
+# -- what every warm model shares ----------------------------------------------------------
 
-        started = time.perf_counter()
+
+class _Warm:
+    """The runtime, applied to a loaded pipeline, and what the worker reports about it."""
+
+    entry: ModelEntry
+    runtime: Runtime
+    device: Device
+    attention: str
+    vae_upcast: bool
+    load_s: float
+
+    def _setup(self, entry: ModelEntry, runtime: Runtime | Device, attention: str) -> None:
         self.entry = entry
-        self.device = device
-        base = AutoPipelineForText2Image.from_pretrained(str(source), dtype=device.dtype)
-        base.set_progress_bar_config(disable=True)
-        base.to(device.torch_device)
-        self.attention = self._fast_path(base, attention)
-        self.base = base
-        self._scheduler_config = base.scheduler.config
-        self.restyler = None
-        if JobType.IMG2IMG in entry.tasks:
-            self.restyler = AutoPipelineForImage2Image.from_pipe(base, dtype=device.dtype)
-            self.restyler.set_progress_bar_config(disable=True)
-        self.inpainter = None
-        if entry.inpaints:
-            # from_pipe casts the shared modules to `dtype`, float32 unless told: name
-            # the loaded dtype so the base pipeline's weights stay as they are.
-            self.inpainter = AutoPipelineForInpainting.from_pipe(base, dtype=device.dtype)
-            self.inpainter.set_progress_bar_config(disable=True)
-        self._warm_up()
-        self.load_s = time.perf_counter() - started
-        log.info(
-            "model %s warm on %s (%s, %s attention) in %.2fs",
-            entry.id,
-            device.torch_device,
-            str(device.dtype).removeprefix("torch."),
-            self.attention,
-            self.load_s,
-        )
+        if isinstance(runtime, Device):
+            runtime = choose_runtime(
+                entry.family,
+                str(runtime.torch_device),
+                str(runtime.dtype).removeprefix("torch."),
+                attention=attention,
+                xformers_available=runtime.is_cuda and xformers_importable(),
+            )
+        self.runtime = runtime
 
-    def _fast_path(self, pipe: Any, attention: str) -> str:
-        if not self.device.is_cuda:
-            return "sdpa"
-        pipe.unet.to(memory_format=torch.channels_last)
-        if self.device.dtype == torch.float16 and hasattr(pipe, "upcast_vae"):
-            # SDXL-class VAEs overflow in fp16 (black or NaN images); their pipelines decode
-            # in fp32 when the VAE config asks for it.
-            pipe.vae.config.force_upcast = True
-        if attention in ("auto", "xformers"):
+    def _apply(self, pipe: Any) -> None:
+        """Move `pipe` to the device and apply the runtime's choices to its modules."""
+        runtime = self.runtime
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(torch.device(runtime.device))
+        denoiser = _denoiser(pipe)
+        if runtime.channels_last:
+            denoiser.to(memory_format=torch.channels_last)
+        self.attention = "sdpa"
+        if runtime.attention == "xformers":
+            # The choice was made before this call (diffusers raises rather than degrade);
+            # a GPU without a kernel for it can still refuse here.
             try:
                 pipe.enable_xformers_memory_efficient_attention()
-                return "xformers"
-            except Exception as exc:  # not installed, or no kernel for this GPU
-                if attention == "xformers":
-                    raise
-                log.info("xformers unavailable (%s); using PyTorch SDPA", exc)
-        return "sdpa"
+                self.attention = "xformers"
+            except Exception as exc:
+                log.warning("xformers failed (%s); using PyTorch SDPA", exc)
+        if runtime.compile:
+            # In place: the pipelines derived with from_pipe share this very module.
+            denoiser.compile()
+        self.device = Device(torch.device(runtime.device), runtime.torch_dtype, self.attention)
 
-    def _warm_up(self) -> None:
-        # One tiny run so the first job does not pay for tokenizer and kernel start-up.
-        generator = torch.Generator("cpu").manual_seed(0)
-        with torch.inference_mode():
-            self.base(
-                prompt="warm up",
-                num_inference_steps=1,
-                width=64,
-                height=64,
-                generator=generator,
-                output_type="latent",
-            )
+    def _vae_mode(self, vae: Any, width: int, height: int, count: int) -> None:
+        # Set per call on the shared VAE: a worker runs one job at a time.
+        limit = self.runtime.vae_tiling_pixels
+        big = bool(limit) and width * height > limit
+        many = bool(limit) and count > 1 and width * height * count > limit
+        if big:
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+        if many:
+            vae.enable_slicing()
+        else:
+            vae.disable_slicing()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What this model runs with, as applied (the worker logs it at start)."""
+        return {
+            **asdict(self.runtime),
+            "attention": self.attention,
+            "vae_upcast": self.vae_upcast,
+            "load_s": round(self.load_s, 3),
+        }
 
     def release(self) -> None:
         """Free what an aborted job left allocated on the GPU."""
@@ -133,6 +267,103 @@ class WarmModel:
 
             gc.collect()
             torch.cuda.empty_cache()
+
+
+def _denoiser(pipe: Any) -> Any:
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if denoiser is None:
+        raise ValueError(f"{type(pipe).__name__} has neither a unet nor a transformer")
+    return denoiser
+
+
+def _accepts(pipe: Any, name: str) -> bool:
+    return name in inspect.signature(type(pipe).__call__).parameters
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _step_end(on_step: StepCallback) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
+    def step_end(
+        pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        on_step(step + 1, pipeline.num_timesteps)
+        return tensors
+
+    return step_end
+
+
+# -- image models ---------------------------------------------------------------------------
+
+
+class WarmModel(_Warm):
+    """An image model (sd1, sdxl, sd3, flux): text-to-image, and img2img and inpainting
+    pipelines derived from it with `from_pipe` (the same module objects)."""
+
+    def __init__(
+        self,
+        entry: ModelEntry,
+        source: str | Path,
+        runtime: Runtime | Device,
+        attention: str = "auto",
+    ) -> None:
+        from diffusers import (
+            AutoPipelineForImage2Image,
+            AutoPipelineForInpainting,
+            AutoPipelineForText2Image,
+        )
+
+        started = time.perf_counter()
+        if entry.is_video:
+            raise ValueError(f"model {entry.id} is a video model: load it with WarmVideoModel")
+        self._setup(entry, runtime, attention)
+        dtype = self.runtime.torch_dtype
+        base = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
+            str(source), dtype=dtype
+        )
+        self._apply(base)
+        self.vae_upcast = self.runtime.vae_upcast and bool(
+            # SDXL's own VAE config asks for it; a VAE fine-tuned for float16 says it need not.
+            base.vae.config.get("force_upcast", False)
+        )
+        if self.vae_upcast and not hasattr(base, "upcast_vae"):
+            self.vae_upcast = False
+        self.base = base
+        self._scheduler_config = base.scheduler.config
+        self._flow = entry.rules.flow_matching
+        self.size_multiple = _image_size_multiple(entry.family, base)
+        self.restyler = None
+        if JobType.IMG2IMG in entry.tasks:
+            # from_pipe casts the shared modules to `dtype`, float32 unless told: name
+            # the loaded dtype so the base pipeline's weights stay as they are.
+            self.restyler = AutoPipelineForImage2Image.from_pipe(base, dtype=dtype)
+            self.restyler.set_progress_bar_config(disable=True)
+        self.inpainter = None
+        if entry.inpaints:
+            self.inpainter = AutoPipelineForInpainting.from_pipe(base, dtype=dtype)
+            self.inpainter.set_progress_bar_config(disable=True)
+        self._warm_up()
+        self.load_s = time.perf_counter() - started
+
+    def _warm_up(self) -> None:
+        # One tiny run so the first job does not pay for tokenizer and kernel start-up; with
+        # torch.compile, at the native size, so that compiling happens now and not in a job.
+        width, height = self.entry.native_size if self.runtime.compile else (64, 64)
+        width, height = self._run_size(width, height)
+        with torch.inference_mode():
+            self.base(
+                **self._text_kwargs("warm up", None),
+                num_inference_steps=2 if self.runtime.compile else 1,
+                width=width,
+                height=height,
+                generator=torch.Generator("cpu").manual_seed(0),
+                output_type="latent",
+            )
+
+    def _run_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size a pipeline runs at: each side rounded up to what the model takes."""
+        return _round_up(width, self.size_multiple), _round_up(height, self.size_multiple)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -147,64 +378,85 @@ class WarmModel:
         seeds: list[int] | None = None,
     ) -> list[Image.Image]:
         """`prompts`, `negative_prompts` and `seeds` (one per image) replace the params'
-        prompt, negative prompt and seeds: several jobs' images in one call."""
+        prompt, negative prompt and seeds: several jobs' images in one call. Outputs have
+        the params' size (a model that takes multiples of 16 runs larger and is resized)."""
         pipe = self._for_job(self.base, params.scheduler)
-        return self._call(
+        size = self._run_size(params.width, params.height)
+        images = self._call(
             pipe,
             params,
             on_step,
             decode_fp32,
-            width=params.width,
-            height=params.height,
+            size=size,
             prompts=prompts,
             negative_prompts=negative_prompts,
             seeds=seeds,
         )
+        wanted = (params.width, params.height)
+        if size != wanted:
+            images = [image.resize(wanted, Image.Resampling.LANCZOS) for image in images]
+        return images
 
     def img2img(
         self, params: Any, image: Image.Image, on_step: StepCallback, decode_fp32: bool = False
     ) -> list[Image.Image]:
-        """Restyle `image` (run at a size the VAE takes); outputs have the run's size."""
+        """Restyle `image` (run at a size the model takes); outputs have the run's size."""
         if self.restyler is None:
             raise ValueError(f"model {self.entry.id} does not do img2img")
         pipe = self._for_job(self.restyler, params.scheduler)
-        run_size = working_size(*image.size)
-        if run_size != image.size:
-            image = image.resize(run_size, Image.Resampling.LANCZOS)
-        return self._call(pipe, params, on_step, decode_fp32, image=image, strength=params.strength)
+        size = self._run_size(*image.size)
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        images: Any = image
+        if self.entry.family == "sd3" and params.n > 1:
+            # SD3's img2img encodes image i with generator i and has no copies of a single
+            # image to give the others: hand it one per output.
+            images = [image] * params.n
+        return self._call(
+            pipe, params, on_step, decode_fp32, size=size, image=images, strength=params.strength
+        )
 
     def inpaint(
         self, params: Any, canvas: Canvas, on_step: StepCallback, decode_fp32: bool = False
     ) -> list[Image.Image]:
-        """Run the inpainting pipeline on a canvas (at a size the VAE takes); the caller
+        """Run the inpainting pipeline on a canvas (at a size the model takes); the caller
         composites the outputs back over the canvas."""
         if self.inpainter is None:
             raise ValueError(f"model {self.entry.id} cannot inpaint")
         pipe = self._for_job(self.inpainter, params.scheduler)
-        width, height = canvas.image.size
-        run_w, run_h = working_size(width, height)
+        size = self._run_size(*canvas.image.size)
         image, mask = canvas.image, canvas.mask
-        if (run_w, run_h) != (width, height):
-            image = image.resize((run_w, run_h), Image.Resampling.LANCZOS)
-            mask = mask.resize((run_w, run_h), Image.Resampling.NEAREST)
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+            mask = mask.resize(size, Image.Resampling.NEAREST)
         return self._call(
             pipe,
             params,
             on_step,
             decode_fp32,
+            size=size,
             image=image,
             mask_image=mask,
             strength=params.strength,
-            width=run_w,
-            height=run_h,
         )
 
     def _for_job(self, pipe: Any, scheduler: str) -> Any:
         # A fresh scheduler per job: its timesteps and step index belong to this job alone.
         # Setting it on the shared pipeline is safe because a worker process runs one job at a
         # time, on one thread; the scheduler config is read from the loaded one, never changed.
-        pipe.scheduler = make_scheduler(scheduler, self._scheduler_config)
+        pipe.scheduler = make_scheduler(scheduler, self._scheduler_config, flow_matching=self._flow)
         return pipe
+
+    def _text_kwargs(self, prompt: Any, negative: Any) -> dict[str, Any]:
+        """The prompt arguments of this family's pipelines. SDXL's second prompt defaults to
+        the first; Flux (guidance-distilled) takes no negative prompt, and its guidance scale
+        is an input of the transformer rather than a second pass."""
+        kwargs: dict[str, Any] = {"prompt": prompt}
+        if self.entry.family != "flux":
+            kwargs["negative_prompt"] = negative
+        if self.entry.max_sequence_length is not None:
+            kwargs["max_sequence_length"] = self.entry.max_sequence_length
+        return kwargs
 
     def _call(
         self,
@@ -212,6 +464,8 @@ class WarmModel:
         params: Any,
         on_step: StepCallback,
         decode_fp32: bool = False,
+        *,
+        size: tuple[int, int],
         prompts: list[str] | None = None,
         negative_prompts: list[str] | None = None,
         seeds: list[int] | None = None,
@@ -227,40 +481,197 @@ class WarmModel:
             per_prompt = 1
         else:
             prompt, negative, per_prompt = params.prompt, params.negative_prompt or None, params.n
-
-        def step_end(
-            pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]
-        ) -> dict[str, Any]:
-            on_step(step + 1, pipeline.num_timesteps)
-            return tensors
-
+        width, height = size
+        if _accepts(pipe, "width"):
+            # SD 1.x and SDXL img2img take the size of the image; the others are told it.
+            kwargs.update(width=width, height=height)
+        self._vae_mode(pipe.vae, width, height, len(generators))
         with torch.inference_mode():
             result = pipe(
-                prompt=prompt,
-                negative_prompt=negative,
+                **self._text_kwargs(prompt, negative),
                 num_inference_steps=params.steps,
                 guidance_scale=params.guidance_scale,
                 num_images_per_prompt=per_prompt,
                 generator=generators,
-                callback_on_step_end=step_end,
+                callback_on_step_end=_step_end(on_step),
                 output_type="latent" if decode_fp32 else "pil",
                 **kwargs,
             )
             if decode_fp32:
-                return self._decode_fp32(pipe, result.images)
+                return self._decode_fp32(pipe, result.images, width, height)
         images: list[Image.Image] = result.images
         return images
 
-    def _decode_fp32(self, pipe: Any, latents: Any) -> list[Image.Image]:
+    def _decode_fp32(
+        self, pipe: Any, latents: torch.Tensor, width: int, height: int
+    ) -> list[Image.Image]:
         """Decode with the VAE in float32: the cure for a half-precision VAE that overflowed
-        into NaN (black) images."""
+        into NaN (black) images. Undoes what each family does to its latents: Flux packs them
+        in 2x2 patches; SD3 and Flux shift them; an SDXL VAE may normalise them."""
         vae = pipe.vae
         dtype = vae.dtype
-        vae.to(torch.float32)
+        if dtype != torch.float32:
+            vae.to(torch.float32)
         try:
-            latents = latents.to(torch.float32) / vae.config.scaling_factor
+            latents = latents.to(torch.float32)
+            if self.entry.family == "flux":
+                latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+            config = vae.config
+            mean, std = config.get("latents_mean"), config.get("latents_std")
+            if mean is not None and std is not None:
+                shape = (1, len(mean), 1, 1)
+                mean_t = torch.tensor(mean).view(shape).to(latents.device)
+                std_t = torch.tensor(std).view(shape).to(latents.device)
+                latents = latents * std_t / config.scaling_factor + mean_t
+            else:
+                shift = config.get("shift_factor") or 0.0
+                if type(pipe).__name__ == "StableDiffusion3InpaintPipeline":
+                    # Its own decode leaves the shift out (diffusers 0.42): decode as it
+                    # does, so that a float32 re-run gives the image the job would have had.
+                    shift = 0.0
+                latents = latents / config.scaling_factor + shift
             decoded = vae.decode(latents, return_dict=False)[0]
         finally:
-            vae.to(dtype)
+            if dtype != torch.float32:
+                vae.to(dtype)
         images: list[Image.Image] = pipe.image_processor.postprocess(decoded, output_type="pil")
         return images
+
+
+def _image_size_multiple(family: str, pipe: Any) -> int:
+    """Sides a pipeline takes: the VAE's factor, times the transformer's patch (SD3) or
+    Flux's 2x2 latent packing."""
+    scale = int(pipe.vae_scale_factor)
+    if family == "flux":
+        return scale * 2
+    if family == "sd3":
+        return scale * int(pipe.transformer.config.patch_size)
+    return scale
+
+
+# -- video models ---------------------------------------------------------------------------
+
+
+class WarmVideoModel(_Warm):
+    """A text-to-video model (Wan 2.1): `txt2video` gives one list of frames per video."""
+
+    def __init__(
+        self,
+        entry: ModelEntry,
+        source: str | Path,
+        runtime: Runtime | Device,
+        attention: str = "auto",
+    ) -> None:
+        from diffusers import DiffusionPipeline
+
+        started = time.perf_counter()
+        self._setup(entry, runtime, attention)
+        pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+            str(source), dtype=self.runtime.torch_dtype
+        )
+        if not hasattr(pipe, "vae_scale_factor_temporal") or not _accepts(pipe, "num_frames"):
+            raise ValueError(
+                f"model {entry.id}: {source} holds a {type(pipe).__name__}, not a "
+                "text-to-video pipeline of the video family (Wan)"
+            )
+        self._apply(pipe)
+        self.vae_upcast = self.runtime.vae_upcast
+        if self.vae_upcast:
+            # Wan's causal video VAE is run in float32 by its authors; it is small.
+            pipe.vae.to(torch.float32)
+        self.pipe = pipe
+        self._scheduler_config = pipe.scheduler.config
+        self.frame_multiple = int(pipe.vae_scale_factor_temporal)
+        patch = pipe.transformer.config.patch_size
+        self.size_multiple = max(16, int(pipe.vae_scale_factor_spatial) * int(patch[1]))
+        self._warm_up()
+        self.load_s = time.perf_counter() - started
+
+    def _warm_up(self) -> None:
+        if self.runtime.compile:
+            width, height = self._run_size(*self.entry.native_size)
+            frames, steps = self.run_frames(self.entry.default_frames), 2
+        else:
+            width, height, frames, steps = 64, 64, 1, 1
+        with torch.inference_mode():
+            self.pipe(
+                **self._text_kwargs("warm up", None),
+                num_inference_steps=steps,
+                width=width,
+                height=height,
+                num_frames=frames,
+                generator=torch.Generator("cpu").manual_seed(0),
+                output_type="latent",
+            )
+
+    def run_frames(self, frames: int) -> int:
+        """The frame count the pipeline runs for `frames`: the next 4k+1 (the VAE's temporal
+        factor); the extra frames are dropped."""
+        step = self.frame_multiple
+        return _round_up(max(frames - 1, 0), step) + 1
+
+    def _run_size(self, width: int, height: int) -> tuple[int, int]:
+        return _round_up(width, self.size_multiple), _round_up(height, self.size_multiple)
+
+    def _text_kwargs(self, prompt: Any, negative: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
+        if self.entry.max_sequence_length is not None:
+            kwargs["max_sequence_length"] = self.entry.max_sequence_length
+        return kwargs
+
+    def txt2video(
+        self, params: Any, on_step: StepCallback, decode_fp32: bool = False
+    ) -> list[list[Image.Image]]:
+        """`params.n` videos of `params.num_frames` frames at the params' size, video i from
+        seed `params.seeds()[i]`."""
+        self.pipe.scheduler = make_scheduler(
+            params.scheduler, self._scheduler_config, flow_matching=True
+        )
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in params.seeds()]
+        width, height = self._run_size(params.width, params.height)
+        frames = self.run_frames(params.num_frames)
+        self._vae_mode(self.pipe.vae, width, height, len(generators))
+        with torch.inference_mode():
+            result = self.pipe(
+                **self._text_kwargs(params.prompt, params.negative_prompt or None),
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance_scale,
+                num_videos_per_prompt=params.n,
+                width=width,
+                height=height,
+                num_frames=frames,
+                generator=generators,
+                callback_on_step_end=_step_end(on_step),
+                output_type="latent" if decode_fp32 else "pil",
+            )
+            videos: list[list[Image.Image]] = (
+                self._decode_fp32(result.frames) if decode_fp32 else result.frames
+            )
+        wanted = (params.width, params.height)
+        return [
+            [
+                frame if frame.size == wanted else frame.resize(wanted, Image.Resampling.LANCZOS)
+                for frame in video[: params.num_frames]
+            ]
+            for video in videos
+        ]
+
+    def _decode_fp32(self, latents: torch.Tensor) -> list[list[Image.Image]]:
+        """Decode with the VAE in float32 (as the pipeline does, latents un-normalised)."""
+        vae = self.pipe.vae
+        dtype = vae.dtype
+        if dtype != torch.float32:
+            vae.to(torch.float32)
+        try:
+            latents = latents.to(torch.float32)
+            shape = (1, vae.config.z_dim, 1, 1, 1)
+            mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device)
+            std = torch.tensor(vae.config.latents_std).view(shape).to(latents.device)
+            decoded = vae.decode(latents * std + mean, return_dict=False)[0]
+        finally:
+            if dtype != torch.float32:
+                vae.to(dtype)
+        videos: list[list[Image.Image]] = self.pipe.video_processor.postprocess_video(
+            decoded, output_type="pil"
+        )
+        return videos

@@ -58,6 +58,7 @@ def make_scheduler(name: str, base_config: Any, *, flow_matching: bool = False) 
     cls = getattr(diffusers, class_name)
     config = dict(base_config)
     if flow_matching:
-        shift = config.get("shift", config.get("flow_shift", 1.0))
-        config["shift"] = config["flow_shift"] = shift
+        shift = config.pop("shift", None)
+        shift = config.pop("flow_shift", shift if shift is not None else 1.0)
+        config["shift" if class_name == "FlowMatchEulerDiscreteScheduler" else "flow_shift"] = shift
     return cls.from_config(config, **overrides)

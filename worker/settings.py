@@ -7,6 +7,9 @@ from pydantic import Field
 
 from jobs.settings import Settings
 
+VAE_TILING_PIXELS_DEFAULT = 1536 * 1536
+"""Above this many output pixels the VAE decodes in tiles (a 1536x1536 image or larger)."""
+
 
 class WorkerSettings(Settings):
     models: str = ""
@@ -17,6 +20,14 @@ class WorkerSettings(Settings):
 
     attention: Literal["auto", "xformers", "sdpa"] = "auto"
     """CUDA attention kernels: xformers when importable (auto), else PyTorch SDPA."""
+
+    compile: bool = False
+    """(CUDA) `torch.compile` the UNet or transformer at start, warmed up at the model's
+    native size: faster steps after a start that takes minutes longer."""
+
+    vae_tiling_pixels: int = Field(default=VAE_TILING_PIXELS_DEFAULT, ge=0)
+    """Outputs above this many pixels decode in tiles, and a job's images one at a time,
+    to bound the VAE's memory (0: never)."""
 
     torch_threads: int | None = Field(default=None, ge=1)
     """Intra-op CPU threads. With W workers on C cores, C/W avoids oversubscription."""

@@ -371,6 +371,12 @@ class JobService:
                 ),
                 "adapters": [a.id for a in self.catalog.adapters_for(m)],
                 "workers": len(workers.get(m.id, [])),
+                # How the live workers run it: device, dtype, attention kernels, compile...
+                "runtime": [
+                    {"worker": w.get("name"), **w["runtime"][m.id]}
+                    for w in workers.get(m.id, [])
+                    if isinstance(w.get("runtime"), dict) and m.id in w["runtime"]
+                ],
             }
             for m in self.catalog.models
         ]

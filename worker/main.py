@@ -55,6 +55,21 @@ def model_source(catalog: Catalog, entry: ModelEntry) -> str:
     return str(path)
 
 
+def adapter_files(catalog: Catalog, entry: ModelEntry, source: str) -> list[tuple[str, Path]]:
+    """The LoRA adapters `entry`'s jobs may apply, as (id, file); builds missing demo ones
+    (tiny random LoRAs for the demo model at `source`)."""
+    files = []
+    for adapter in catalog.adapters_for(entry):
+        path = catalog.adapter_path(adapter)
+        if adapter.demo and not path.exists():
+            from worker.adapters import build_tiny_lora
+
+            log.info("building demo adapter %s at %s", adapter.id, path)
+            build_tiny_lora(source, path, seed=sum(map(ord, adapter.id)))
+        files.append((adapter.id, path))
+    return files
+
+
 def _housekeeping(
     connection: redis.Redis,
     name: str,
@@ -171,13 +186,15 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     models: dict[str, WarmModel | WarmVideoModel] = {}
     for model_id in ids:
         entry = catalog.by_id[model_id]
+        source = model_source(catalog, entry)
         model = load_model(
             entry,
-            model_source(catalog, entry),
+            source,
             settings.device,
             attention=settings.attention,
             compile=settings.compile,
             vae_tiling_pixels=settings.vae_tiling_pixels,
+            adapters=adapter_files(catalog, entry, source),
         )
         models[model_id] = model
         log.info("model %s warm: %s", model_id, json.dumps(model.config))
@@ -195,6 +212,8 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         "dtype": str(first.device.dtype).removeprefix("torch."),
         "attention": first.attention,
         "pid": os.getpid(),
+        # How each model runs here (dtype, attention, compile, ...), for GET /v1/models.
+        "runtime": {model_id: model.config for model_id, model in models.items()},
     }
     context = WorkerContext(
         name=name,

@@ -13,11 +13,12 @@ and the settings, and reported by each model's `config`.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from jobs.batching import batch_key
 from jobs.catalog import FAMILY_RULES, ModelEntry
 from jobs.protocol import JobType
+from worker import prompts
+from worker.adapters import UnknownAdapter, activate, load_adapters
 from worker.imaging import Canvas
 from worker.schedulers import make_scheduler
 from worker.settings import VAE_TILING_PIXELS_DEFAULT
@@ -172,8 +176,10 @@ def load_model(
     attention: str = "auto",
     compile: bool = False,
     vae_tiling_pixels: int = VAE_TILING_PIXELS_DEFAULT,
+    adapters: Sequence[tuple[str, Path]] = (),
 ) -> WarmModel | WarmVideoModel:
-    """Load `entry` from `source` (a diffusers folder or hub id) into the class of its family."""
+    """Load `entry` from `source` (a diffusers folder or hub id) into the class of its family,
+    with the LoRA `adapters` (id, file) its jobs may switch on."""
     resolved = resolve_device(device)
     runtime = choose_runtime(
         entry.family,
@@ -186,7 +192,7 @@ def load_model(
     )
     if entry.is_video:
         return WarmVideoModel(entry, source, runtime)
-    return WarmModel(entry, source, runtime)
+    return WarmModel(entry, source, runtime, adapters=adapters)
 
 
 # -- what every warm model shares ----------------------------------------------------------
@@ -255,6 +261,7 @@ class _Warm:
         """What this model runs with, as applied (the worker logs it at start)."""
         return {
             **asdict(self.runtime),
+            "adapters": list(getattr(self, "adapters", ())),
             "attention": self.attention,
             "vae_upcast": self.vae_upcast,
             "load_s": round(self.load_s, 3),
@@ -307,6 +314,7 @@ class WarmModel(_Warm):
         source: str | Path,
         runtime: Runtime | Device,
         attention: str = "auto",
+        adapters: Sequence[tuple[str, Path]] = (),
     ) -> None:
         from diffusers import (
             AutoPipelineForImage2Image,
@@ -330,7 +338,12 @@ class WarmModel(_Warm):
         if self.vae_upcast and not hasattr(base, "upcast_vae"):
             self.vae_upcast = False
         self.base = base
+        # Loaded once, on the modules every derived pipeline shares; switched per job.
+        load_adapters(base, adapters)
+        self.adapters = tuple(adapter_id for adapter_id, _ in adapters)
+        self._chunked = entry.family in prompts.CHUNKED_FAMILIES
         self._scheduler_config = base.scheduler.config
+        self._schedulers: dict[str, Any] = {}
         self._flow = entry.rules.flow_matching
         self.size_multiple = _image_size_multiple(entry.family, base)
         self.restyler = None
@@ -444,8 +457,23 @@ class WarmModel(_Warm):
         # A fresh scheduler per job: its timesteps and step index belong to this job alone.
         # Setting it on the shared pipeline is safe because a worker process runs one job at a
         # time, on one thread; the scheduler config is read from the loaded one, never changed.
-        pipe.scheduler = make_scheduler(scheduler, self._scheduler_config, flow_matching=self._flow)
+        # Built from the config once per name, copied per job (a copy is ~5x cheaper).
+        if scheduler not in self._schedulers:
+            self._schedulers[scheduler] = make_scheduler(
+                scheduler, self._scheduler_config, flow_matching=self._flow
+            )
+        pipe.scheduler = copy.deepcopy(self._schedulers[scheduler])
         return pipe
+
+    def batch_key(self, params: Any) -> tuple[Any, ...] | None:
+        """What jobs must share to run in one call (see `jobs.batching`); for chunked
+        prompts also the number of chunks, since padding a prompt to more chunks than it
+        takes would change its images."""
+        key = batch_key(params)
+        if key is None or not self._chunked:
+            return key
+        texts = [params.prompt, params.negative_prompt or ""]
+        return (*key, max(prompts.chunk_count(self.base, text) for text in texts))
 
     def _text_kwargs(self, prompt: Any, negative: Any) -> dict[str, Any]:
         """The prompt arguments of this family's pipelines. SDXL's second prompt defaults to
@@ -487,8 +515,9 @@ class WarmModel(_Warm):
             kwargs.update(width=width, height=height)
         self._vae_mode(pipe.vae, width, height, len(generators))
         with torch.inference_mode():
+            self._adapters_for(pipe, params)
             result = pipe(
-                **self._text_kwargs(prompt, negative),
+                **self._prompt_kwargs(pipe, params, prompt, negative),
                 num_inference_steps=params.steps,
                 guidance_scale=params.guidance_scale,
                 num_images_per_prompt=per_prompt,
@@ -501,6 +530,30 @@ class WarmModel(_Warm):
                 return self._decode_fp32(pipe, result.images, width, height)
         images: list[Image.Image] = result.images
         return images
+
+    def _adapters_for(self, pipe: Any, params: Any) -> None:
+        """Switch on exactly the job's adapters; none → the base model, bit for bit."""
+        loras = [(lora.id, lora.scale) for lora in getattr(params, "loras", ())]
+        if self.adapters:
+            activate(pipe, loras)
+        elif loras:
+            raise UnknownAdapter(f"model {self.entry.id} has no adapters loaded here")
+
+    def _prompt_kwargs(self, pipe: Any, params: Any, prompt: Any, negative: Any) -> dict[str, Any]:
+        """CLIP-only families get their prompts encoded here in chunks of 75 tokens, so a long
+        prompt is not cut at 77 tokens; the others take the text (T5 reads long prompts)."""
+        if not self._chunked:
+            return self._text_kwargs(prompt, negative)
+        rows = prompt if isinstance(prompt, list) else [prompt]
+        negatives = negative if isinstance(negative, list) else [negative] * len(rows)
+        return prompts.encode(
+            pipe,
+            self.entry.family,
+            rows,
+            [text or None for text in negatives],
+            self.device.torch_device,
+            guidance_scale=params.guidance_scale,
+        )
 
     def _decode_fp32(
         self, pipe: Any, latents: torch.Tensor, width: int, height: int

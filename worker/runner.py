@@ -36,6 +36,7 @@ from jobs.queueing import JobQueues
 from jobs.records import JobError, JobRecord, JobStore, Progress, StoredImage
 from jobs.storage import Storage, job_key
 from worker import metrics
+from worker.adapters import UnknownAdapter
 from worker.batched import supports_batching, txt2img_many
 from worker.imaging import composite, encode, inpaint_canvas, outpaint_canvas
 from worker.video import MP4_CONTENT_TYPE, encode_mp4, encode_webp
@@ -401,6 +402,10 @@ def _outcome(context: WorkerContext, record: JobRecord, batched: Batched | None 
     except JobFailed as exc:
         _fail(context, job_id, exc.code, exc.message)
         return exc.code.value
+    except UnknownAdapter as exc:
+        # The catalogue this worker loaded differs from the API's (a rollout in progress).
+        _fail(context, job_id, FailureCode.MODEL_UNAVAILABLE, str(exc))
+        return FailureCode.MODEL_UNAVAILABLE.value
     except Exception as exc:
         from rq.timeouts import JobTimeoutException
 

@@ -45,6 +45,13 @@ test-fast: install $(TEST_TOOLS)
 /usr/sbin/nginx:
 	@command -v nginx >/dev/null || deploy/local/apt-install.sh nginx
 
+# latentq against the pipeline called directly and a naive server (never part of `make test`);
+# bench/README.md. BENCH_ARGS="--quick" for a short check, or a model, shapes, concurrency, …
+BENCH_ARGS ?=
+
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy jobs app client/latentq_client

@@ -1,7 +1,9 @@
 """Browser fixtures: headless Chromium, driven by Playwright, against the real service.
 
-The service (a real redis-server, one worker on the tiny models, the API) comes from the
-integration fixtures. Each test saves screenshots under test-artifacts/browser/.
+The browser tests get a service of their own (a real redis-server, one worker, the API) whose
+catalogue adds, to the tiny sd1 models of the integration fixtures, a tiny video model and a
+demo LoRA adapter, so that every tab and control of the playground has something to drive.
+Each test saves screenshots under test-artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.services import Service
+from tests.integration.services import (
+    RedisServer,
+    Service,
+    free_port,
+    service_env,
+    write_catalog,
+)
 
 CHROMIUM = Path(os.environ.get("LATENTQ_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -51,6 +59,62 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+VIDEO_MODEL = "tiny-video"
+ADAPTER = "ink"
+
+# The video model is kept to a few frames of 64x64 so that a clip takes a second on a CPU.
+VIDEO_AND_ADAPTER = """
+[[models]]
+id = "{video_id}"
+source = "{video}"
+family = "video"
+tasks = ["txt2video"]
+native_size = [64, 64]
+default_steps = 2
+default_frames = 5
+max_frames = 9
+default_fps = 4
+
+[[adapters]]
+id = "{adapter}"
+source = "{adapters}/{adapter}.safetensors"
+families = ["sd1"]
+models = ["tiny"]
+demo = true
+"""
+
+
+@pytest.fixture(scope="package")
+def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """Redis, one worker holding the tiny sd1 models, the tiny video model and the `ink`
+    adapter (built by the worker), and the API."""
+    from worker.demo_model import build
+
+    workdir = tmp_path_factory.mktemp("browser-service")
+    video = build("video", workdir / "models" / VIDEO_MODEL)
+    catalog = write_catalog(workdir / "models.toml", tiny_model)
+    catalog.write_text(
+        catalog.read_text()
+        + VIDEO_AND_ADAPTER.format(
+            video_id=VIDEO_MODEL, video=video, adapter=ADAPTER, adapters=workdir / "adapters"
+        )
+    )
+    # A Redis of its own: no worker of another fixture's service takes these jobs.
+    redis_server = RedisServer(free_port(), workdir / "redis")
+    redis_server.workdir.mkdir()
+    redis_server.start()
+    env = service_env(redis_server.url, workdir / "data", catalog)
+    svc = Service(redis=redis_server, workdir=workdir, env=env)
+    try:
+        svc.start_worker("browser-worker")
+        svc.start_api()
+        svc.wait_for_workers(VIDEO_MODEL, 1, timeout=180)
+        yield svc
+    finally:
+        svc.stop()
+        redis_server.stop()
 
 
 @pytest.fixture(scope="session")

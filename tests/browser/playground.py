@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,15 @@ def fill_prompt(page: Any, prompt: str, *, steps: int | None = None) -> None:
         page.fill("#steps", str(steps))
 
 
+def visible_tabs(page: Any) -> list[str]:
+    """The modes of the tabs shown, in order."""
+    modes: list[str] = page.evaluate(
+        "() => [...document.querySelectorAll('[role=tab]')]"
+        ".filter((tab) => !tab.hidden).map((tab) => tab.dataset.mode)"
+    )
+    return modes
+
+
 def newest_job(page: Any) -> Any:
     return page.locator("#jobs .job").first
 
@@ -68,3 +78,49 @@ def api_job(base_url: str, job_id: str, key: str | None = None) -> dict[str, Any
     response.raise_for_status()
     job: dict[str, Any] = response.json()
     return job
+
+
+RECORD_FORMS = """
+() => {
+  window.submittedForms = [];
+  const fetchForReal = window.fetch;
+  window.fetch = async (input, init) => {
+    if (init && init.body instanceof FormData) {
+      const parts = {};
+      for (const [name, value] of init.body.entries()) {
+        if (value instanceof Blob) {
+          const bytes = new Uint8Array(await value.arrayBuffer());
+          let binary = "";
+          for (const byte of bytes) {
+            binary += String.fromCharCode(byte);
+          }
+          parts[name] = {base64: btoa(binary), type: value.type};
+        } else {
+          parts[name] = {text: value};
+        }
+      }
+      window.submittedForms.push(parts);
+    }
+    return fetchForReal(input, init);
+  };
+}
+"""
+
+
+def record_forms(page: Any) -> None:
+    """Keeps a copy of every multipart form the page sends, in window.submittedForms."""
+    page.evaluate(RECORD_FORMS)
+
+
+def only_form(page: Any) -> dict[str, Any]:
+    """The parts of the one multipart form sent: text, or (bytes, content type)."""
+    page.wait_for_function("() => window.submittedForms.length > 0")
+    forms = page.evaluate("() => window.submittedForms")
+    assert len(forms) == 1
+    parts: dict[str, Any] = {}
+    for name, part in forms[-1].items():
+        if "text" in part:
+            parts[name] = part["text"]
+        else:
+            parts[name] = (base64.b64decode(part["base64"]), part["type"])
+    return parts

@@ -58,7 +58,7 @@ def test_the_key_field_appears_on_401_and_the_key_goes_only_in_a_header(
         page.fill("#api-key", KEY)
         page.click("#key-save")
         expect(page.locator("#auth-message")).to_have_text("Using the API key kept in this tab.")
-        page.wait_for_function("document.querySelector('#model').options.length === 2")
+        page.wait_for_function("document.querySelector('#model').options.length === 3")
         assert page.evaluate("() => sessionStorage.getItem('latentq.apiKey')") == KEY
         assert page.evaluate("() => Object.keys(localStorage).length") == 0
         expect(page.locator("#api-key")).to_have_value("")
@@ -75,7 +75,7 @@ def test_the_key_field_appears_on_401_and_the_key_goes_only_in_a_header(
 
         # A reload keeps the key for this tab.
         page.reload()
-        page.wait_for_function("document.querySelector('#model').options.length === 2")
+        page.wait_for_function("document.querySelector('#model').options.length === 3")
         expect(page.locator("#auth-message")).to_have_text("Using the API key kept in this tab.")
 
         # Forgetting the key asks for one again.

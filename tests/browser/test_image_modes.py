@@ -1,4 +1,5 @@
-"""Inpaint (a mask painted with the mouse) and outpaint (padding typed and dragged)."""
+"""Img2img (an image dropped or chosen), inpaint (a mask painted with the mouse) and outpaint
+(padding typed and dragged)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ from tests.browser.playground import (
     api_job,
     fill_prompt,
     newest_job,
+    only_form,
+    record_forms,
     snap,
     wait_for_loaded_images,
 )
+from tests.integration.helpers import noise_image
 from tests.integration.services import Service
 
 pytestmark = pytest.mark.integration
@@ -41,52 +45,6 @@ def gradient_png(path: Path) -> np.ndarray:
     )
     Image.fromarray(pixels, "RGB").save(path)
     return pixels
-
-
-RECORD_FORMS = """
-() => {
-  window.submittedForms = [];
-  const fetchForReal = window.fetch;
-  window.fetch = async (input, init) => {
-    if (init && init.body instanceof FormData) {
-      const parts = {};
-      for (const [name, value] of init.body.entries()) {
-        if (value instanceof Blob) {
-          const bytes = new Uint8Array(await value.arrayBuffer());
-          let binary = "";
-          for (const byte of bytes) {
-            binary += String.fromCharCode(byte);
-          }
-          parts[name] = {base64: btoa(binary), type: value.type};
-        } else {
-          parts[name] = {text: value};
-        }
-      }
-      window.submittedForms.push(parts);
-    }
-    return fetchForReal(input, init);
-  };
-}
-"""
-
-
-def record_forms(page: Any) -> None:
-    """Keeps a copy of every multipart form the page sends, in window.submittedForms."""
-    page.evaluate(RECORD_FORMS)
-
-
-def only_form(page: Any) -> dict[str, Any]:
-    """The parts of the one multipart form sent: text, or (bytes, content type)."""
-    page.wait_for_function("() => window.submittedForms.length > 0")
-    forms = page.evaluate("() => window.submittedForms")
-    assert len(forms) == 1
-    parts: dict[str, Any] = {}
-    for name, part in forms[-1].items():
-        if "text" in part:
-            parts[name] = part["text"]
-        else:
-            parts[name] = (base64.b64decode(part["base64"]), part["type"])
-    return parts
 
 
 def rgb(data: bytes) -> np.ndarray:
@@ -248,3 +206,77 @@ def test_outpaint_an_image_sent_from_the_gallery(
         " && document.getElementById('mask-paint').height === h",
         arg=[width, height],
     )
+
+
+DROP = """
+(frame, [data, name]) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, {type: "image/png"}));
+  frame.dispatchEvent(
+    new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}),
+  );
+}
+"""
+
+
+def test_img2img_returns_an_image_of_the_input_size(
+    page: Any, service: Service, artifacts: Path, tmp_path: Path
+) -> None:
+    gradient_png(tmp_path / "gradient.png")
+    wide = noise_image(80, 64, seed=3)
+    wide.save(tmp_path / "wide.png")
+    record_forms(page)
+    page.click("#tab-img2img")
+    expect(page.locator("#panel-img2img")).to_be_visible()
+    expect(page.locator("#img2img-strength-value")).to_have_text("0.75")
+    expect(page.locator("#img2img-preview")).to_be_hidden()
+    fill_prompt(page, "an ink drawing", steps=4)
+    page.click("#generate")
+    expect(page.locator("#form-error .message")).to_have_text(
+        "Choose an image to start from first."
+    )
+    expect(page.locator("#panel-img2img .field[data-param=image]")).to_have_class(
+        re.compile(r"\binvalid\b")
+    )
+
+    # An image dropped on the frame, then another chosen with the file input in its place.
+    dropped = base64.b64encode((tmp_path / "gradient.png").read_bytes()).decode()
+    page.locator("#img2img-frame").evaluate(DROP, [dropped, "gradient.png"])
+    expect(page.locator("#img2img-size")).to_have_text("Image 64×64: the result has this size.")
+    page.set_input_files("#img2img-file", tmp_path / "wide.png")
+    expect(page.locator("#img2img-size")).to_have_text("Image 80×64: the result has this size.")
+    expect(page.locator("#img2img-preview")).to_be_visible()
+    page.locator("#img2img-strength").evaluate(
+        "(input) => { input.value = 0.5; input.dispatchEvent(new Event('input')); }"
+    )
+    expect(page.locator("#img2img-strength-value")).to_have_text("0.50")
+    snap(page, artifacts, "img2img-input")
+
+    page.click("#generate")
+    parts = only_form(page)
+    assert set(parts) == {"params", "image"}
+    params = json.loads(parts["params"])
+    assert params["type"] == "img2img"
+    assert params["strength"] == 0.5
+    assert "mask_blur" not in params
+    assert (rgb(parts["image"][0]) == np.asarray(wide)).all()
+
+    job = newest_job(page)
+    expect(job).to_have_attribute("data-status", "succeeded")
+    # Half the schedule is run: 2 of 4 steps.
+    expect(job.locator(".job-steps")).to_have_text("2 / 2")
+    job_id = job.get_attribute("data-job-id")
+    [card] = wait_for_loaded_images(page, job_id, 1)
+    assert (card["width"], card["height"]) == (80, 64)
+    assert "Image to image" in card["text"] and "Strength\n0.5" in card["text"]
+    record = api_job(service.base_url, job_id)
+    image = record["result"]["images"][0]
+    assert (image["width"], image["height"]) == (80, 64)
+    assert Image.open(io.BytesIO(httpx.get(image["url"]).content)).size == (80, 64)
+    snap(page, artifacts, "img2img-result")
+
+    # The result goes on to img2img again from the gallery.
+    page.locator(f"#gallery .card[data-job-id='{job_id}'] .card-img2img").click()
+    expect(page.locator("#tab-img2img")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#img2img-size")).to_have_text("Image 80×64: the result has this size.")

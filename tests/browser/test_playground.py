@@ -16,6 +16,7 @@ from tests.browser.playground import (
     gallery,
     newest_job,
     snap,
+    visible_tabs,
     wait_for_loaded_images,
 )
 from tests.integration.services import Service
@@ -59,10 +60,14 @@ def test_every_control_has_a_label_and_tabs_work_with_the_keyboard(
     tab = page.locator("#tab-txt2img")
     tab.focus()
     page.keyboard.press("ArrowRight")
-    expect(page.locator("#tab-inpaint")).to_be_focused()
+    expect(page.locator("#tab-img2img")).to_be_focused()
+    expect(page.locator("#tab-img2img")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#panel-img2img")).to_be_visible()
+    expect(page.locator("#panel-txt2img")).to_be_hidden()
+    page.keyboard.press("ArrowRight")
     expect(page.locator("#tab-inpaint")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#panel-inpaint")).to_be_visible()
-    expect(page.locator("#panel-txt2img")).to_be_hidden()
+    # The video tab of another model is hidden, and the keys pass over it.
     page.keyboard.press("End")
     expect(page.locator("#tab-outpaint")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#panel-outpaint")).to_be_visible()
@@ -75,32 +80,57 @@ def test_every_control_has_a_label_and_tabs_work_with_the_keyboard(
     snap(page, artifacts, "keyboard-tabs")
 
 
-def test_the_model_picker_sets_modes_and_defaults(page: Any, artifacts: Path) -> None:
+def test_the_model_picker_sets_tabs_and_defaults(page: Any, artifacts: Path) -> None:
     models = page.evaluate(
         "() => [...document.querySelectorAll('#model option')].map(o => o.value)"
     )
-    assert models == ["tiny", "txt-only"]
+    assert models == ["tiny", "txt-only", "tiny-video"]
     expect(page.locator("#model")).to_have_value("tiny")
+    assert visible_tabs(page) == ["txt2img", "img2img", "inpaint", "outpaint"]
     expect(page.locator("#width")).to_have_value("64")
     expect(page.locator("#height")).to_have_value("64")
     expect(page.locator("#steps")).to_have_value("4")
     schedulers = "() => [...document.querySelectorAll('#scheduler option')].map(o => o.value)"
     assert page.evaluate(schedulers) == ["euler", "euler_a", "ddim", "dpmpp_2m", "unipc"]
+    expect(page.locator("#loras")).to_be_visible()
     page.click("#tab-outpaint")
 
     page.select_option("#model", "txt-only")
-    expect(page.locator("#tab-inpaint")).to_be_hidden()
-    expect(page.locator("#tab-outpaint")).to_be_hidden()
+    assert visible_tabs(page) == ["txt2img"]
     expect(page.locator("#tab-txt2img")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#panel-txt2img")).to_be_visible()
     expect(page.locator("#steps")).to_have_value("2")
     assert page.evaluate(schedulers) == ["euler"]
     expect(page.locator("#model-info")).to_contain_text("native 64×64")
+    expect(page.locator("#loras")).to_be_hidden()
     snap(page, artifacts, "model-txt-only")
 
+    # A video-only model: the video tab alone, with the model's frame limits.
+    page.select_option("#model", "tiny-video")
+    assert visible_tabs(page) == ["txt2video"]
+    expect(page.locator("#tab-txt2video")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#panel-txt2video")).to_be_visible()
+    expect(page.locator("#panel-txt2img")).to_be_hidden()
+    expect(page.locator("#video-width")).to_have_value("64")
+    expect(page.locator("#video-height")).to_have_value("64")
+    expect(page.locator("#frames")).to_have_value("5")
+    expect(page.locator("#frames")).to_have_attribute("max", "9")
+    expect(page.locator("#fps")).to_have_value("4")
+    expect(page.locator("#steps")).to_have_value("2")
+    assert page.evaluate(schedulers) == ["unipc", "flow_euler", "dpmpp_2m"]
+    expect(page.locator("#video-length")).to_have_text(
+        "5 frames at 4 fps: 1.25 s. This model makes up to 9 frames."
+    )
+    expect(page.locator("#model-info")).to_contain_text("up to 9 frames")
+    for hidden in ("#n", "#output-format", "#loras"):
+        expect(page.locator(hidden)).to_be_hidden()
+    snap(page, artifacts, "model-video")
+
     page.select_option("#model", "tiny")
-    expect(page.locator("#tab-inpaint")).to_be_visible()
-    expect(page.locator("#tab-outpaint")).to_be_visible()
+    assert visible_tabs(page) == ["txt2img", "img2img", "inpaint", "outpaint"]
+    expect(page.locator("#tab-txt2img")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#panel-txt2video")).to_be_hidden()
+    expect(page.locator("#n")).to_be_visible()
     expect(page.locator("#steps")).to_have_value("4")
 
 
@@ -204,14 +234,17 @@ def test_an_invalid_value_shows_the_api_error_next_to_the_form(
     expect(error).to_have_attribute("role", "alert")
     expect(page.locator("#width")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#width")).to_be_focused()
-    expect(page.locator(".field[data-param=width]")).to_have_class(re.compile(r"\binvalid\b"))
-    expect(page.locator(".field[data-param=height]")).not_to_have_class(re.compile("invalid"))
+    # The shown size fields only: the video tab has fields of the same names.
+    width_field = page.locator("#panel-txt2img .field[data-param=width]")
+    height_field = page.locator("#panel-txt2img .field[data-param=height]")
+    expect(width_field).to_have_class(re.compile(r"\binvalid\b"))
+    expect(height_field).not_to_have_class(re.compile("invalid"))
     assert page.locator("#jobs .job").count() == 0
     snap(page, artifacts, "invalid-width")
 
     # Fixing the field clears its highlight; the next submit clears the message.
     page.fill("#width", "64")
-    expect(page.locator(".field[data-param=width]")).not_to_have_class(re.compile("invalid"))
+    expect(width_field).not_to_have_class(re.compile("invalid"))
     page.fill("#prompt", "   ")
     page.click("#generate")
     expect(page.locator("#prompt")).to_have_attribute("aria-invalid", "true")

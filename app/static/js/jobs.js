@@ -8,7 +8,13 @@ const RANK = { queued: 0, running: 1, succeeded: 2, failed: 2, canceled: 2 };
 const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
 const MAX_STREAMS = 4;
 const POLL_MS = 1500;
-const TYPE_LABELS = { txt2img: "Text to image", inpaint: "Inpaint", outpaint: "Outpaint" };
+const TYPE_LABELS = {
+  txt2img: "Text to image",
+  img2img: "Image to image",
+  inpaint: "Inpaint",
+  outpaint: "Outpaint",
+  txt2video: "Video",
+};
 
 function seconds(value) {
   return value < 10 ? value.toFixed(1) : Math.round(value).toString();
@@ -30,6 +36,16 @@ function sleep(ms, signal) {
       resolve();
     }, { once: true });
   });
+}
+
+function describeResult(result) {
+  const videos = result?.videos;
+  if (videos) {
+    const frames = videos[0]?.num_frames ?? 0;
+    return `${videos.length} video${videos.length === 1 ? "" : "s"} of ${frames} frames`;
+  }
+  const images = result?.images?.length || 0;
+  return `${images} image${images === 1 ? "" : "s"}`;
 }
 
 export function typeLabel(type) {
@@ -126,8 +142,7 @@ class JobCard {
     } else if (status === "succeeded") {
       const took = duration(job);
       text = took === null ? "Succeeded" : `Succeeded in ${seconds(took)} s`;
-      const images = job.result?.images?.length || 0;
-      detail = `${images} image${images === 1 ? "" : "s"}, seed ${job.params?.seed ?? "?"}.`;
+      detail = `${describeResult(job.result)}, seed ${job.params?.seed ?? "?"}.`;
     } else if (status === "failed") {
       text = "Failed";
     } else if (status === "canceled") {

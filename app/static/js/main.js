@@ -2,16 +2,20 @@
 
 import { Api, ApiError } from "./api.js";
 import { Gallery } from "./gallery.js";
+import { ImagePicker } from "./image-picker.js";
 import { decodeToCanvas, firstImageFile } from "./images.js";
 import { JobList } from "./jobs.js";
 import { MaskEditor } from "./mask-editor.js";
 import { OutpaintEditor } from "./outpaint-editor.js";
 
 const $ = (id) => document.getElementById(id);
-const MODES = ["txt2img", "inpaint", "outpaint"];
+// The modes are the job types; a model's tabs are the ones its `tasks` list.
+const MODES = ["txt2img", "img2img", "inpaint", "outpaint", "txt2video"];
+const IMAGE_INPUT_MODES = ["img2img", "inpaint", "outpaint"];
 
 const api = new Api();
-const state = { models: [], model: null, mode: "txt2img", lastSeed: null };
+// loras: the adapters chosen and their scales, by id, kept while switching models.
+const state = { models: [], model: null, mode: "txt2img", lastSeed: null, loras: new Map() };
 
 const form = $("job-form");
 const formError = $("form-error");
@@ -22,6 +26,11 @@ const fields = {
   negative: $("negative-prompt"),
   width: $("width"),
   height: $("height"),
+  videoWidth: $("video-width"),
+  videoHeight: $("video-height"),
+  frames: $("frames"),
+  fps: $("fps"),
+  img2imgStrength: $("img2img-strength"),
   steps: $("steps"),
   guidance: $("guidance"),
   scheduler: $("scheduler"),
@@ -35,8 +44,8 @@ const fields = {
 
 // ---- errors next to the form ----
 
-// The controls of a field that hold its value (not a brush size slider or a checkbox).
-const CONTROLS = "input:not([type=range]):not([type=checkbox]), select, textarea";
+// The controls of a field that hold its value (not the brush size slider or a checkbox).
+const CONTROLS = "input:not(#brush-size):not([type=checkbox]), select, textarea";
 
 function isShown(element) {
   return !element.closest("[hidden]");
@@ -61,11 +70,11 @@ function clearErrors() {
   }
 }
 
+// The shown fields of a parameter, or of the nearest enclosing one: "loras.1.scale" is looked
+// up as itself, then "loras.1", then "loras".
 function fieldsFor(param) {
-  const names = [param];
-  if (param.includes(".")) {
-    names.push(param.split(".")[0]);
-  }
+  const parts = param.split(".");
+  const names = parts.map((_, end) => parts.slice(0, parts.length - end).join("."));
   for (const name of names) {
     const found = [...document.querySelectorAll(`[data-param="${CSS.escape(name)}"]`)]
       .filter(isShown);
@@ -190,6 +199,9 @@ function describeModel(model) {
   if (model.default_steps) {
     parts.push(`${model.default_steps} steps`);
   }
+  if (model.max_frames) {
+    parts.push(`up to ${model.max_frames} frames`);
+  }
   const workers = model.workers ?? 0;
   parts.push(`${workers} warm worker${workers === 1 ? "" : "s"}`);
   let text = parts.filter(Boolean).join(" · ");
@@ -205,6 +217,13 @@ function applyModel(model) {
   const [width, height] = model.native_size || [512, 512];
   fields.width.value = String(width);
   fields.height.value = String(height);
+  fields.videoWidth.value = String(width);
+  fields.videoHeight.value = String(height);
+  fields.frames.max = model.max_frames ? String(model.max_frames) : "";
+  fields.frames.value = model.default_frames ? String(model.default_frames) : "";
+  fields.fps.value = model.default_fps ? String(model.default_fps) : "";
+  showVideoLength();
+  renderLoras(model.adapters || []);
   fields.steps.value = model.default_steps ? String(model.default_steps) : "";
   fields.guidance.value = model.default_guidance ?? "";
   fields.scheduler.replaceChildren(
@@ -217,6 +236,57 @@ function applyModel(model) {
   if (!model.tasks.includes(state.mode)) {
     setMode(MODES.find((mode) => model.tasks.includes(mode)) || "txt2img");
   }
+}
+
+// ---- LoRA adapters ----
+
+const loraFieldset = $("loras");
+const loraList = $("lora-list");
+const loraTemplate = $("lora-template");
+
+function loraRow(id, index) {
+  const row = loraTemplate.content.firstElementChild.cloneNode(true);
+  const use = row.querySelector(".lora-use");
+  const name = row.querySelector(".lora-name");
+  const scaleLabel = row.querySelector(".lora-scale-label");
+  const scale = row.querySelector(".lora-scale");
+  row.dataset.adapter = id;
+  use.id = `lora-${index}-use`;
+  scale.id = `lora-${index}-scale`;
+  name.htmlFor = use.id;
+  name.textContent = id;
+  scaleLabel.htmlFor = scale.id;
+  scale.setAttribute("aria-label", `Scale of ${id}`);
+  const saved = state.loras.get(id);
+  use.checked = saved?.use ?? false;
+  scale.value = saved?.scale ?? "1";
+  scale.disabled = !use.checked;
+  const remember = () => {
+    scale.disabled = !use.checked;
+    state.loras.set(id, { use: use.checked, scale: scale.value });
+  };
+  use.addEventListener("change", remember);
+  scale.addEventListener("input", remember);
+  return row;
+}
+
+function renderLoras(adapters) {
+  loraList.replaceChildren(...adapters.map(loraRow));
+  loraFieldset.hidden = adapters.length === 0;
+}
+
+// The chosen adapters in the order shown; each chosen row answers for `loras.<i>` errors.
+function chosenLoras() {
+  const chosen = [];
+  for (const row of loraList.children) {
+    delete row.dataset.param;
+    if (row.querySelector(".lora-use").checked) {
+      row.dataset.param = `loras.${chosen.length}`;
+      const scale = numberOf(row.querySelector(".lora-scale")) ?? 1;
+      chosen.push({ id: row.dataset.adapter, scale });
+    }
+  }
+  return chosen;
 }
 
 async function loadModels() {
@@ -269,6 +339,9 @@ function setMode(mode, focus = false) {
     if (selected && focus) {
       tab.focus();
     }
+  }
+  for (const element of document.querySelectorAll("[data-modes]")) {
+    element.hidden = !element.dataset.modes.split(" ").includes(mode);
   }
   clearErrors();
   if (mode === "inpaint") {
@@ -343,7 +416,13 @@ const outpaintEditor = new OutpaintEditor({
   ),
 });
 
-const editors = { inpaint: maskEditor, outpaint: outpaintEditor };
+const imagePicker = new ImagePicker({
+  empty: $("img2img-empty"),
+  canvas: $("img2img-preview"),
+  sizeLabel: $("img2img-size"),
+});
+
+const editors = { img2img: imagePicker, inpaint: maskEditor, outpaint: outpaintEditor };
 
 async function loadInto(mode, blob) {
   try {
@@ -355,7 +434,7 @@ async function loadInto(mode, blob) {
   }
 }
 
-for (const mode of ["inpaint", "outpaint"]) {
+for (const mode of IMAGE_INPUT_MODES) {
   const input = $(`${mode}-file`);
   input.addEventListener("change", () => {
     if (input.files?.[0]) {
@@ -415,6 +494,30 @@ fields.seedReuse.addEventListener("click", () => {
 $("swap-size").addEventListener("click", () => {
   [fields.width.value, fields.height.value] = [fields.height.value, fields.width.value];
 });
+$("video-swap-size").addEventListener("click", () => {
+  [fields.videoWidth.value, fields.videoHeight.value] =
+    [fields.videoHeight.value, fields.videoWidth.value];
+});
+
+// ---- video length ----
+
+function showVideoLength() {
+  const frames = Number(fields.frames.value);
+  const fps = Number(fields.fps.value);
+  const most = state.model?.max_frames;
+  const limit = most ? ` This model makes up to ${most} frames.` : "";
+  const length = frames > 0 && fps > 0
+    ? `${frames} frame${frames === 1 ? "" : "s"} at ${fps} fps: ${(frames / fps).toFixed(2)} s.`
+    : "";
+  $("video-length").textContent = `${length}${limit}`.trim();
+}
+
+fields.frames.addEventListener("input", showVideoLength);
+fields.fps.addEventListener("input", showVideoLength);
+
+fields.img2imgStrength.addEventListener("input", () => {
+  $("img2img-strength-value").value = Number(fields.img2imgStrength.value).toFixed(2);
+});
 
 // ---- submit ----
 
@@ -443,15 +546,25 @@ async function buildRequest() {
     steps: numberOf(fields.steps),
     guidance_scale: numberOf(fields.guidance),
     scheduler: fields.scheduler.value || undefined,
-    n: numberOf(fields.n),
-    output_format: fields.format.value,
     priority: fields.priority.value,
     seed: fields.seedRandom.checked ? undefined : numberOf(fields.seed),
   };
+  if (mode === "txt2video") {
+    // One clip per job; videos have no image format.
+    optional.width = numberOf(fields.videoWidth);
+    optional.height = numberOf(fields.videoHeight);
+    optional.num_frames = numberOf(fields.frames);
+    optional.fps = numberOf(fields.fps);
+  } else {
+    optional.n = numberOf(fields.n);
+    optional.output_format = fields.format.value;
+  }
   if (mode === "txt2img") {
     optional.width = numberOf(fields.width);
     optional.height = numberOf(fields.height);
-  } else {
+  } else if (mode === "img2img") {
+    optional.strength = numberOf(fields.img2imgStrength);
+  } else if (mode === "inpaint" || mode === "outpaint") {
     optional.strength = numberOf($(`${mode}-strength`));
     optional.mask_blur = numberOf($(`${mode}-blur`));
   }
@@ -460,11 +573,16 @@ async function buildRequest() {
       params[name] = value;
     }
   }
+  const loras = loraFieldset.hidden ? [] : chosenLoras();
+  if (loras.length) {
+    params.loras = loras;
+  }
   const files = {};
-  if (mode !== "txt2img") {
+  if (IMAGE_INPUT_MODES.includes(mode)) {
     const editor = editors[mode];
     if (!editor.hasImage) {
-      throw new ApiError(0, "image_missing", `Choose an image to ${mode} first.`, "image");
+      const purpose = mode === "img2img" ? "start from" : mode;
+      throw new ApiError(0, "image_missing", `Choose an image to ${purpose} first.`, "image");
     }
     files.image = await editor.imageBlob();
   }
@@ -524,9 +642,11 @@ const gallery = new Gallery({
   list: $("gallery"),
   empty: $("gallery-empty"),
   template: $("image-template"),
+  videoTemplate: $("video-template"),
   clearButton: $("gallery-clear"),
   api,
   onSend: sendTo,
+  canSend: (mode) => state.models.some((model) => model.tasks.includes(mode)),
   onUseSeed: useSeed,
 });
 

@@ -44,6 +44,10 @@ class RateLimiter:
         self.burst = burst
         self._take = connection.register_script(_TAKE)
 
+    @property
+    def enabled(self) -> bool:
+        return self.per_second > 0
+
     def take(self, caller: str) -> None:
         """Spend one submit of `caller`'s budget, or raise `RateLimited` with Retry-After."""
         if self.per_second <= 0:

@@ -64,25 +64,34 @@ async def follow(hub: EventHub, jobs: JobService, job_id: str) -> AsyncGenerator
                 yield Update(record=record)
 
 
+_ENDED = frozenset(s.value for s in JobStatus if s.is_terminal())
+
+
 async def wait_for_end(
     hub: EventHub, jobs: JobService, record: JobRecord, timeout_s: float
 ) -> JobRecord:
-    """The record once the job has ended, or as it stands after `timeout_s`."""
+    """The record once the job has ended, or as it stands after `timeout_s`.
+
+    Reads the record once after subscribing (the job may have ended already) and again only
+    when a status message says the job ended (or every `REREAD_S`, in case a message was
+    lost): progress and the move to running cost nothing here.
+    """
     deadline = time.monotonic() + timeout_s
-    updates = follow(hub, jobs, record.id)
-    try:
-        while True:
+    async with hub.listen(record.id) as queue:
+        record = await run_in_threadpool(jobs.get, record.id)
+        while not record.status.is_terminal():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                update = await asyncio.wait_for(anext(updates), remaining)
-            except (TimeoutError, StopAsyncIteration):
-                break
-            if update.record is not None:
-                record = update.record
-                if record.status.is_terminal():
+                message = await asyncio.wait_for(queue.get(), min(REREAD_S, remaining))
+            except TimeoutError:
+                message = None
+                if deadline - time.monotonic() <= 0:
                     break
-    finally:
-        await updates.aclose()
+            if message is not None and (
+                message.get("event") != "status" or message.get("status") not in _ENDED
+            ):
+                continue
+            record = await run_in_threadpool(jobs.get, record.id)
     return record

@@ -119,15 +119,17 @@ class JobQueues:
             pipe.execute()
 
     def position(self, record: JobRecord, priority: Priority) -> int | None:
-        """1 for the next job a worker of this model will take; None when not waiting."""
-        ahead = 0
-        for p in Priority:
-            queue = self.queue(record.model, p)
-            if p is priority:
-                index = cast(int | None, self.redis.lpos(queue.key, record.rq_id or record.id))
-                return None if index is None else ahead + int(index) + 1
-            ahead += int(self.redis.llen(queue.key))
-        return None
+        """1 for the next job a worker of this model will take; None when not waiting.
+        One round trip: the lengths of the more urgent queues and the job's index in its own."""
+        urgent = list(Priority)[: list(Priority).index(priority)]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for p in urgent:
+                pipe.llen(self.queue(record.model, p).key)
+            pipe.lpos(self.queue(record.model, priority).key, record.rq_id or record.id)
+            *lengths, index = pipe.execute()
+        if index is None:
+            return None
+        return sum(int(n) for n in lengths) + int(index) + 1
 
 
 def live_workers(connection: redis.Redis) -> dict[str, list[dict[str, Any]]]:

@@ -120,7 +120,9 @@ def encode(image: Image.Image, fmt: OutputFormat, metadata: dict[str, Any]) -> b
         info = PngInfo()
         info.add_text("parameters", text)
         info.add_text("Software", "latentq")
-        image.save(out, format="PNG", pnginfo=info, compress_level=4)
+        # Level 1: a 512x512 image encodes in ~50 ms instead of ~140 ms at level 4, for ~15%
+        # more bytes; the encode runs between jobs, while the device waits.
+        image.save(out, format="PNG", pnginfo=info, compress_level=1)
     elif fmt is OutputFormat.JPEG:
         image.convert("RGB").save(out, format="JPEG", quality=92, comment=text.encode())
     else:

@@ -104,10 +104,11 @@ class JobCanceled(Exception):
 
 
 class StepMonitor:
-    """Called after each denoising step: renews the job's lease (the heartbeat that tells the
-    reapers this worker is alive), writes and publishes progress (at most every
-    `PROGRESS_MIN_INTERVAL_S`, and always the last step), and stops a job that is no longer
-    this worker's to run (canceled, or taken over after a lost lease)."""
+    """Called after each denoising step; at most every `PROGRESS_MIN_INTERVAL_S` (and always
+    at the last step) it renews the job's lease (the heartbeat that tells the reapers this
+    worker is alive), writes and publishes progress, and stops a job that is no longer this
+    worker's to run (canceled, or taken over after a lost lease). Fast steps cost no Redis
+    round trip in between."""
 
     def __init__(
         self,
@@ -142,7 +143,9 @@ class StepMonitor:
                 self._last_hook = now
                 self.on_progress(progress)
         else:
-            running = self.store.heartbeat(self.job_id, self.worker)
+            # Redis is touched at most every PROGRESS_MIN_INTERVAL_S (and at the last step):
+            # the lease lasts seconds, and a cancel is seen within that interval.
+            running = True
         if not running:
             raise JobCanceled(self.job_id)
         if self.give_back is not None and self.give_back():

@@ -335,8 +335,6 @@ class WarmModel(_Warm):
             # SDXL's own VAE config asks for it; a VAE fine-tuned for float16 says it need not.
             base.vae.config.get("force_upcast", False)
         )
-        if self.vae_upcast and not hasattr(base, "upcast_vae"):
-            self.vae_upcast = False
         self.base = base
         # Loaded once, on the modules every derived pipeline shares; switched per job.
         load_adapters(base, adapters)

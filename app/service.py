@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from app.settings import AppSettings
 from jobs import defaults, logs
-from jobs.catalog import Catalog, ModelEntry
+from jobs.catalog import SCHEDULER_MIN_STEPS, Catalog, ModelEntry
 from jobs.errors import InvalidRequest, JobNotCancelable, JobNotFound, ModelNotFound
 from jobs.idempotency import IdempotencyKeys, fingerprint
 from jobs.images import InputImage, decode_base64, load_image
@@ -239,7 +239,15 @@ class JobService:
                 )
             updates["num_frames"] = frames
             updates["fps"] = params.fps or model.default_fps
-        return _validate({**params.model_dump(mode="json"), **updates})
+        resolved = _validate({**params.model_dump(mode="json"), **updates})
+        minimum = SCHEDULER_MIN_STEPS.get(resolved.scheduler or "", 1)
+        if _total_steps(resolved) < minimum:
+            raise InvalidRequest(
+                f"scheduler {resolved.scheduler} needs at least {minimum} denoising steps; "
+                f"this job would run {_total_steps(resolved)}",
+                param="steps",
+            )
+        return resolved
 
     def _load_images(
         self, params: AnyParams, raw: dict[str, object], files: dict[str, bytes]

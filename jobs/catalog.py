@@ -52,6 +52,9 @@ SCHEDULER_NAMES = (
 )
 """Stable scheduler names a catalogue entry may list; the worker maps each to a diffusers class."""
 
+SCHEDULER_MIN_STEPS = {"pndm": 4}
+"""Schedulers that cannot run fewer denoising steps (PNDM's warm-up takes four)."""
+
 FAMILIES = ("sd1", "sdxl", "sd3", "flux", "video")
 """Model families the worker knows how to load."""
 

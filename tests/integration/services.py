@@ -208,7 +208,7 @@ family = "sd1"
 tasks = ["txt2img", "img2img", "inpaint", "outpaint"]
 native_size = [64, 64]
 default_steps = 4
-schedulers = ["euler", "euler_a", "ddim", "dpmpp_2m", "unipc"]
+schedulers = ["euler", "euler_a", "ddim", "dpmpp_2m", "unipc", "pndm"]
 
 [[models]]
 id = "txt-only"

@@ -246,7 +246,8 @@ def test_queued_jobs_survive_a_redis_restart(chaos: Service) -> None:
 
 
 def test_a_worker_recycles_itself_after_n_jobs(chaos: Service) -> None:
-    worker = chaos.start_worker("recycled", LATENTQ_RECYCLE_AFTER_JOBS="2")
+    # Without micro-batching: a batch of several jobs counts as one run.
+    worker = chaos.start_worker("recycled", LATENTQ_RECYCLE_AFTER_JOBS="2", LATENTQ_BATCH_MAX="1")
     chaos.wait_for_workers("tiny", 1)
     with httpx.Client(base_url=chaos.base_url, timeout=30) as api:
         ids = [submit(api, type="txt2img", prompt=f"recycle {i}", steps=2)["id"] for i in range(3)]

@@ -222,6 +222,7 @@ BAD_BODIES: list[tuple[str, dict[str, Any], int, str | None]] = [
         422,
         "outpaint",
     ),
+    ("pndm below 4 steps", {**OK, "scheduler": "pndm", "steps": 3}, 422, "steps"),
     ("unknown adapter", {**OK, "loras": [{"id": "nope"}]}, 422, "loras"),
     ("adapter scale too big", {**OK, "loras": [{"id": "a", "scale": 5}]}, 422, "loras.0.scale"),
     ("too many adapters", {**OK, "loras": [{"id": str(i)} for i in range(5)]}, 422, "loras"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from starlette.datastructures import UploadFile
 from app.auth import CallerDep
 from app.deps import JobsDep, StateDep
 from app.metrics import JOBS_SUBMITTED
+from app.responses import FastJSONResponse, loads
 from app.service import Submission
 from app.waiting import follow, prefer_wait, wait_for_end
 from jobs.errors import InvalidRequest, LatentqError, MalformedBody
@@ -101,7 +101,7 @@ async def _read_submission(request: Request) -> Submission:
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        value = loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
@@ -135,19 +135,19 @@ async def submit_job(request: Request, state: StateDep, caller: CallerDep) -> JS
             record = await wait_for_end(state.hub, jobs, record, wait_s)
     view = await run_in_threadpool(jobs.view, record, str(request.base_url))
     status = 200 if record.status.is_terminal() else 202
-    return JSONResponse(view, status_code=status, headers=headers)
+    return FastJSONResponse(view, status_code=status, headers=headers)
 
 
 @router.get("/{job_id}")
 def get_job(job_id: str, request: Request, jobs: JobsDep, caller: CallerDep) -> JSONResponse:
     """The Job, or 404."""
-    return JSONResponse(jobs.view(jobs.get(job_id, caller), str(request.base_url)))
+    return FastJSONResponse(jobs.view(jobs.get(job_id, caller), str(request.base_url)))
 
 
 @router.delete("/{job_id}")
 def cancel_job(job_id: str, request: Request, jobs: JobsDep, caller: CallerDep) -> JSONResponse:
     """Cancel: a queued job never runs, a running one stops at its next step; 409 once ended."""
-    return JSONResponse(jobs.view(jobs.cancel(job_id, caller), str(request.base_url)))
+    return FastJSONResponse(jobs.view(jobs.cancel(job_id, caller), str(request.base_url)))
 
 
 def _existing_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> str:

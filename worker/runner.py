@@ -306,15 +306,7 @@ def _batch_outcomes(context: WorkerContext, records: list[JobRecord]) -> dict[st
             raise JobCanceled(records[0].id)
 
     def canceled(record: JobRecord) -> str:
-        logs.transition(
-            record.id,
-            record.model,
-            record.type.value,
-            "stopped",
-            previous="canceled",
-            worker=context.name,
-        )
-        return JobStatus.CANCELED.value
+        return _stopped(context, record)
 
     batch_images = sum(p.n for p in params)
     started = time.perf_counter()
@@ -382,16 +374,8 @@ def _outcome(context: WorkerContext, record: JobRecord, batched: Batched | None 
     try:
         images = _run(context, record, batched.images if batched else None)
     except JobCanceled:
-        logs.transition(
-            job_id,
-            record.model,
-            record.type.value,
-            "stopped",
-            previous="canceled",
-            worker=context.name,
-        )
         _release(context, record)
-        return JobStatus.CANCELED.value
+        return _stopped(context, record)
     except JobGivenBack:
         _give_back(context, record)
         return GIVEN_BACK
@@ -489,6 +473,19 @@ def _give_back(context: WorkerContext, record: JobRecord) -> None:
             worker=context.name,
         )
     _release(context, record)
+
+
+def _stopped(context: WorkerContext, record: JobRecord) -> str:
+    """Log a run stopped because its job was canceled; its outcome."""
+    logs.transition(
+        record.id,
+        record.model,
+        record.type.value,
+        "stopped",
+        previous="canceled",
+        worker=context.name,
+    )
+    return JobStatus.CANCELED.value
 
 
 def _release(context: WorkerContext, record: JobRecord) -> None:

@@ -91,7 +91,7 @@ def test_the_model_picker_sets_tabs_and_defaults(page: Any, artifacts: Path) -> 
     expect(page.locator("#height")).to_have_value("64")
     expect(page.locator("#steps")).to_have_value("4")
     schedulers = "() => [...document.querySelectorAll('#scheduler option')].map(o => o.value)"
-    assert page.evaluate(schedulers) == ["euler", "euler_a", "ddim", "dpmpp_2m", "unipc"]
+    assert page.evaluate(schedulers) == ["euler", "euler_a", "ddim", "dpmpp_2m", "unipc", "pndm"]
     expect(page.locator("#loras")).to_be_visible()
     page.click("#tab-outpaint")
 

@@ -18,8 +18,6 @@ from jobs.catalog import FAMILIES, FAMILY_RULES, ModelEntry
 from jobs.protocol import Padding, parse_params
 from worker.imaging import inpaint_canvas, outpaint_canvas
 
-pytest.importorskip("diffusers")
-
 IMAGE_FAMILIES = tuple(f for f in FAMILIES if f != "video")
 
 

@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
-
-from bench import gpu_check  # noqa: E402
-from bench.archs import architecture, build_pipeline, meta_parameter_counts  # noqa: E402
+from bench import gpu_check
+from bench.archs import architecture, build_pipeline, meta_parameter_counts
 
 MODELS = ("sd1", "sdxl", "flux")
 

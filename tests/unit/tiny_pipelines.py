@@ -14,18 +14,11 @@ _built: dict[str, Path] = {}
 
 
 def model_dir(family: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model of `family`, built on first use; skips when no builder is there."""
+    """The tiny model of `family`, built on first use."""
     if family not in _built:
-        from worker import demo_model
+        from worker.demo_model import build
 
-        build = getattr(demo_model, "build", None)
-        if family == "sd1":
-            out = demo_model.build_sd1(tmp_path_factory.mktemp("tiny") / family)
-        elif build is None:
-            pytest.skip(f"worker.demo_model has no builder for {family}")
-        else:
-            out = build(family, tmp_path_factory.mktemp("tiny") / family)
-        _built[family] = out
+        _built[family] = build(family, tmp_path_factory.mktemp("tiny") / family)
     return _built[family]
 
 

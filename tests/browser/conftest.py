@@ -15,13 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.services import (
-    RedisServer,
-    Service,
-    free_port,
-    service_env,
-    write_catalog,
-)
+from tests.integration.services import Service, own_service, write_catalog
 
 CHROMIUM = Path(os.environ.get("LATENTQ_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -102,19 +96,8 @@ def service(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         )
     )
     # A Redis of its own: no worker of another fixture's service takes these jobs.
-    redis_server = RedisServer(free_port(), workdir / "redis")
-    redis_server.workdir.mkdir()
-    redis_server.start()
-    env = service_env(redis_server.url, workdir / "data", catalog)
-    svc = Service(redis=redis_server, workdir=workdir, env=env)
-    try:
-        svc.start_worker("browser-worker")
-        svc.start_api()
-        svc.wait_for_workers(VIDEO_MODEL, 1, timeout=180)
+    with own_service(workdir, catalog, "browser-worker", VIDEO_MODEL, ready_timeout=180) as svc:
         yield svc
-    finally:
-        svc.stop()
-        redis_server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,3 +240,33 @@ def service_env(redis_url: str, data_dir: Path, catalog: Path, **extra: str) -> 
         }
     )
     return env
+
+
+@contextmanager
+def own_service(
+    workdir: Path,
+    catalog: Path,
+    worker: str,
+    model: str,
+    *,
+    ready_timeout: float = 120,
+    **worker_env: str,
+) -> Iterator[Service]:
+    """A Redis, one worker and the API of a test's own, serving `catalog` with the extra
+    `LATENTQ_*` settings given; yielded once the worker holds `model`. Everything stops after."""
+    server = RedisServer(free_port(), workdir / "redis")
+    server.workdir.mkdir()
+    server.start()
+    svc = Service(
+        redis=server,
+        workdir=workdir,
+        env=service_env(server.url, workdir / "data", catalog, **worker_env),
+    )
+    try:
+        svc.start_worker(worker)
+        svc.start_api()
+        svc.wait_for_workers(model, 1, timeout=ready_timeout)
+        yield svc
+    finally:
+        svc.stop()
+        server.stop()

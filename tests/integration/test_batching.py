@@ -13,13 +13,7 @@ import numpy as np
 import pytest
 
 from tests.integration.helpers import pixels, submit, wait
-from tests.integration.services import (
-    RedisServer,
-    Service,
-    free_port,
-    service_env,
-    write_catalog,
-)
+from tests.integration.services import own_service, write_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -28,27 +22,19 @@ pytestmark = pytest.mark.integration
 def batching(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """A worker that batches up to 8 images of up to 128x128, and the API."""
     workdir = tmp_path_factory.mktemp("batching")
-    server = RedisServer(free_port(), workdir / "redis")
-    server.workdir.mkdir()
-    server.start()
     catalog = write_catalog(workdir / "models.toml", tiny_model)
-    env = service_env(
-        server.url,
-        workdir / "data",
-        catalog,
-        LATENTQ_BATCH_MAX="8",
-        LATENTQ_BATCH_MAX_PIXELS=str(8 * 128 * 128),
-    )
-    svc = Service(redis=server, workdir=workdir, env=env)
-    try:
-        svc.start_worker("batcher")
-        svc.start_api()
-        svc.wait_for_workers("tiny", 1)
-        with httpx.Client(base_url=svc.base_url, timeout=30) as client:
-            yield client
-    finally:
-        svc.stop()
-        server.stop()
+    with (
+        own_service(
+            workdir,
+            catalog,
+            "batcher",
+            "tiny",
+            LATENTQ_BATCH_MAX="8",
+            LATENTQ_BATCH_MAX_PIXELS=str(8 * 128 * 128),
+        ) as svc,
+        httpx.Client(base_url=svc.base_url, timeout=30) as client,
+    ):
+        yield client
 
 
 def blocker(api: httpx.Client) -> dict[str, Any]:

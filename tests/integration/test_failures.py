@@ -19,6 +19,7 @@ from tests.integration.services import (
     RedisServer,
     Service,
     free_port,
+    own_service,
     service_env,
     write_catalog,
 )
@@ -153,32 +154,24 @@ def test_redis_down_gives_503_and_recovers(
 
 def test_a_job_past_its_time_limit_ends_timeout(tiny_model: Path, tmp_path: Path) -> None:
     """With a limit of 1 s + 1 ms per megapixel-step, a 256² × 150-step job times out."""
-    server = RedisServer(free_port(), tmp_path / "redis")
-    server.workdir.mkdir()
-    server.start()
     catalog = write_catalog(tmp_path / "models.toml", tiny_model)
-    env = service_env(
-        server.url,
-        tmp_path / "data",
-        catalog,
-        LATENTQ_JOB_TIMEOUT_FLOOR_S="1",
-        LATENTQ_TIMEOUT_S_PER_MP_STEP="0.001",
-    )
-    svc = Service(redis=server, workdir=tmp_path, env=env)
-    try:
-        svc.start_api()
-        svc.start_worker("timed")
-        svc.wait_for_workers("tiny", 1)
-        with httpx.Client(base_url=svc.base_url, timeout=30) as api:
-            job = submit(api, type="txt2img", prompt="slow", width=256, height=256, steps=150)
-            ended = wait(api, job["id"], timeout=60)
-            assert ended["status"] == "failed" and ended["error"]["code"] == "timeout"
-            # The worker goes on with the next job.
-            after = wait(api, submit(api, type="txt2img", prompt="quick", steps=2)["id"])
-            assert after["status"] == "succeeded"
-    finally:
-        svc.stop()
-        server.stop()
+    with (
+        own_service(
+            tmp_path,
+            catalog,
+            "timed",
+            "tiny",
+            LATENTQ_JOB_TIMEOUT_FLOOR_S="1",
+            LATENTQ_TIMEOUT_S_PER_MP_STEP="0.001",
+        ) as svc,
+        httpx.Client(base_url=svc.base_url, timeout=30) as api,
+    ):
+        job = submit(api, type="txt2img", prompt="slow", width=256, height=256, steps=150)
+        ended = wait(api, job["id"], timeout=60)
+        assert ended["status"] == "failed" and ended["error"]["code"] == "timeout"
+        # The worker goes on with the next job.
+        after = wait(api, submit(api, type="txt2img", prompt="quick", steps=2)["id"])
+        assert after["status"] == "succeeded"
 
 
 def test_a_full_queue_answers_429_with_retry_after(

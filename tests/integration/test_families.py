@@ -14,7 +14,7 @@ from PIL import Image
 
 from jobs.catalog import FAMILIES, FAMILY_RULES
 from tests.integration.helpers import fetch, noise_image, pixels, png_b64, run
-from tests.integration.services import RedisServer, Service, free_port, service_env
+from tests.integration.services import own_service
 
 pytestmark = pytest.mark.integration
 
@@ -51,20 +51,13 @@ def families(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]
         ]
     catalog = workdir / "models.toml"
     catalog.write_text("\n".join(lines) + "\n")
-    server = RedisServer(free_port(), workdir / "redis")
-    server.workdir.mkdir()
-    server.start()
-    env = service_env(server.url, workdir / "data", catalog, LATENTQ_BATCH_MAX="1")
-    svc = Service(redis=server, workdir=workdir, env=env)
-    try:
-        svc.start_worker("families")
-        svc.start_api()
-        svc.wait_for_workers("tiny-video", 1, timeout=300)
-        with httpx.Client(base_url=svc.base_url, timeout=60) as client:
-            yield client
-    finally:
-        svc.stop()
-        server.stop()
+    with (
+        own_service(
+            workdir, catalog, "families", "tiny-video", ready_timeout=300, LATENTQ_BATCH_MAX="1"
+        ) as svc,
+        httpx.Client(base_url=svc.base_url, timeout=60) as client,
+    ):
+        yield client
 
 
 def test_models_lists_each_family_with_its_tasks_schedulers_and_runtime(

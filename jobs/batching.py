@@ -79,10 +79,12 @@ class Batcher:
             raws = cast(list[dict[bytes, bytes]], pipe.execute())
         return [self.store.parse(raw) for raw in raws]
 
-    def take(self, lead: JobRecord, room: int, key_of: Any = batch_key) -> list[JobRecord]:
-        """Claim queued jobs that can run in one call with `lead` (already running here),
-        up to `room` more images; returns them, moved to running under this worker."""
-        wanted = key_of(lead.typed_params())
+    def take(
+        self, lead: JobRecord, wanted: Hashable, room: int, key_of: Any = batch_key
+    ) -> list[JobRecord]:
+        """Claim queued jobs that can run in one call with `lead` (already running here):
+        those whose `key_of(params)` is `wanted` (the lead's), up to `room` more images;
+        returns them, moved to running under this worker."""
         if wanted is None or room <= 0:
             return []
         found = self.candidates(lead.model, room * SCAN_FACTOR)

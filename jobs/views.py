@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.protocol import JobStatus
-from jobs.records import JobRecord
+from jobs.records import JobRecord, StoredImage
 from jobs.storage import Storage
 
 
@@ -21,37 +21,8 @@ def job_view(
     base = base_url.rstrip("/")
     result = None
     if record.status is JobStatus.SUCCEEDED and record.images is not None:
-        if record.type.makes_video:
-            result = {
-                "videos": [
-                    {
-                        "url": storage.url(video.key, url_ttl_s, base),
-                        "width": video.width,
-                        "height": video.height,
-                        "num_frames": video.num_frames,
-                        "fps": video.fps,
-                        "seed": video.seed,
-                        "content_type": video.content_type,
-                        "webp_url": storage.url(video.webp_key, url_ttl_s, base)
-                        if video.webp_key
-                        else None,
-                    }
-                    for video in record.images
-                ]
-            }
-        else:
-            result = {
-                "images": [
-                    {
-                        "url": storage.url(image.key, url_ttl_s, base),
-                        "width": image.width,
-                        "height": image.height,
-                        "seed": image.seed,
-                        "content_type": image.content_type,
-                    }
-                    for image in record.images
-                ]
-            }
+        outputs = [_output(stored, storage, url_ttl_s, base) for stored in record.images]
+        result = {"videos" if record.type.makes_video else "images": outputs}
     progress = record.progress
     return {
         "id": record.id,
@@ -75,6 +46,23 @@ def job_view(
         "worker": record.worker,
         "attempts": record.attempts,
     }
+
+
+def _output(stored: StoredImage, storage: Storage, ttl_s: int, base: str) -> dict[str, Any]:
+    """One image of `result.images`, or one video of `result.videos` (with its frames, rate
+    and animated WebP)."""
+    entry: dict[str, Any] = {
+        "url": storage.url(stored.key, ttl_s, base),
+        "width": stored.width,
+        "height": stored.height,
+        "seed": stored.seed,
+        "content_type": stored.content_type,
+    }
+    if stored.num_frames is not None:
+        entry["num_frames"] = stored.num_frames
+        entry["fps"] = stored.fps
+        entry["webp_url"] = storage.url(stored.webp_key, ttl_s, base) if stored.webp_key else None
+    return entry
 
 
 def progress_view(message: dict[str, Any]) -> dict[str, Any]:

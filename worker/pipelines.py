@@ -283,8 +283,15 @@ def _denoiser(pipe: Any) -> Any:
     return denoiser
 
 
+_CALL_PARAMETERS: dict[type, frozenset[str]] = {}
+"""Parameters of each pipeline class's `__call__`, read once rather than on every job."""
+
+
 def _accepts(pipe: Any, name: str) -> bool:
-    return name in inspect.signature(type(pipe).__call__).parameters
+    cls = type(pipe)
+    if cls not in _CALL_PARAMETERS:
+        _CALL_PARAMETERS[cls] = frozenset(inspect.signature(cls.__call__).parameters)
+    return name in _CALL_PARAMETERS[cls]
 
 
 def _round_up(value: int, multiple: int) -> int:

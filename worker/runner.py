@@ -129,25 +129,20 @@ class StepMonitor:
 
     def __call__(self, step: int, total: int) -> None:
         now = time.monotonic()
+        # Redis is touched at most every PROGRESS_MIN_INTERVAL_S (and at the last step): the
+        # lease lasts seconds, and a cancel is seen within that interval.
         if step >= total or now - self._last >= defaults.PROGRESS_MIN_INTERVAL_S:
             self._last = now
             elapsed = now - self.started
             eta = round(elapsed / step * (total - step), 2) if step else None
             progress = Progress(step=step, total_steps=total, eta_s=eta)
-            running = self.store.set_progress(self.job_id, progress, self.worker)
-            if (
-                running
-                and self.on_progress is not None
-                and (step >= total or now - self._last_hook >= defaults.WEBHOOK_PROGRESS_INTERVAL_S)
+            if not self.store.set_progress(self.job_id, progress, self.worker):
+                raise JobCanceled(self.job_id)
+            if self.on_progress is not None and (
+                step >= total or now - self._last_hook >= defaults.WEBHOOK_PROGRESS_INTERVAL_S
             ):
                 self._last_hook = now
                 self.on_progress(progress)
-        else:
-            # Redis is touched at most every PROGRESS_MIN_INTERVAL_S (and at the last step):
-            # the lease lasts seconds, and a cancel is seen within that interval.
-            running = True
-        if not running:
-            raise JobCanceled(self.job_id)
         if self.give_back is not None and self.give_back():
             raise JobGivenBack(self.job_id)
 
@@ -227,7 +222,8 @@ def _companions(context: WorkerContext, lead: JobRecord) -> list[JobRecord]:
     try:
         params = lead.typed_params()
         key_of = getattr(model, "batch_key", batch_key)
-        if key_of(params) is None:
+        wanted = key_of(params)
+        if wanted is None:
             return []
         width, height = getattr(params, "width", 0), getattr(params, "height", 0)
         images_max = min(context.batch_max, context.batch_max_pixels // max(1, width * height))
@@ -235,7 +231,7 @@ def _companions(context: WorkerContext, lead: JobRecord) -> list[JobRecord]:
         taken: list[JobRecord] = []
         deadline = time.monotonic() + context.batch_wait_s
         while room > 0:
-            found = batcher.take(lead, room, key_of)
+            found = batcher.take(lead, wanted, room, key_of)
             taken += found
             room -= sum(int(r.params.get("n", 1)) for r in found)
             if room <= 0 or time.monotonic() >= deadline:

@@ -27,7 +27,7 @@ def encode_mp4(frames: list[Image.Image], fps: int) -> bytes:
     try:
         writer = imageio.get_writer(
             path,
-            format="FFMPEG",  # type: ignore[arg-type]
+            format="FFMPEG",
             mode="I",
             fps=fps,
             codec="libx264",

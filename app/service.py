@@ -363,6 +363,8 @@ class JobService:
                 "family": m.family,
                 "tasks": list(m.tasks),
                 "default": m.id == self.catalog.default_id,
+                "description": m.description,
+                "prompt_hint": m.prompt_hint,
                 "native_size": list(m.native_size),
                 "default_steps": m.default_steps,
                 "default_guidance": m.default_guidance,

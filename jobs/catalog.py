@@ -191,6 +191,10 @@ class ModelEntry(BaseModel):
     """(video) Frame rate of a job that gives none."""
     demo: bool = False
     """A tiny random-weight model that `python -m worker.demo_model` builds at `source`."""
+    description: str = Field(default="", max_length=500)
+    """What the model is, for people choosing one."""
+    prompt_hint: str = Field(default="", max_length=2000)
+    """What its prompts should say (a vocabulary, a form): clients show it next to the prompt."""
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,159 @@
+"""The parts of the shapes demo model: an SD 1.x pipeline small enough to train on a CPU.
+
+A CLIP tokenizer written offline whose merges make every word of the scene set one token (any
+other text still encodes, byte by byte), a small CLIP text encoder, an ``AutoencoderKL`` that
+maps a 128x128 scene to an 8x8x4 latent (downsampling 16), and a ``UNet2DConditionModel`` with
+cross-attention at every resolution. Saved with ``save_pretrained`` it is an ordinary
+``StableDiffusionPipeline`` folder: the worker loads it like any SD 1.x checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from worker.demo_model import BOS_TOKEN, EOS_TOKEN, MAX_LENGTH, bytes_to_unicode
+from worker.shapes.scenes import SIZE, VOCABULARY
+
+LATENT_SIDE = 8
+TEXT_WIDTH = 64
+# The noise schedule the UNet is trained with, and that every scheduler of the saved pipeline
+# reads from its config: linear betas suit an 8x8 latent better than SD's scaled-linear ones.
+SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+    "timestep_spacing": "trailing",
+}
+
+
+def word_merges(words: tuple[str, ...]) -> list[tuple[str, str]]:
+    """BPE merges that build each word, left to right, into one ``word</w>`` token. Longer
+    words' merges rank first, so that a shorter word's merge inside them (``ri`` of ``right``
+    inside ``triangle``) cannot split them."""
+    merges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for word in sorted(words, key=lambda w: (-len(w), w)):
+        symbols = [*word[:-1], word[-1] + "</w>"]
+        built = symbols[0]
+        for symbol in symbols[1:]:
+            pair = (built, symbol)
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+            built += symbol
+    return merges
+
+
+def build_tokenizer(words: tuple[str, ...] = VOCABULARY) -> Any:
+    from transformers import CLIPTokenizer
+
+    symbols = list(bytes_to_unicode().values())
+    tokens = [*symbols, *(s + "</w>" for s in symbols)]
+    merges = word_merges(words)
+    known = set(tokens)
+    for left, right in merges:
+        if left + right not in known:
+            known.add(left + right)
+            tokens.append(left + right)
+    tokens += [BOS_TOKEN, EOS_TOKEN]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    with tempfile.TemporaryDirectory(prefix="latentq-shapes-tok-") as tmp:
+        vocab_file = Path(tmp, "vocab.json")
+        merges_file = Path(tmp, "merges.txt")
+        vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        lines = ["#version: 0.2", *(f"{left} {right}" for left, right in merges)]
+        merges_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tokenizer = CLIPTokenizer(
+            str(vocab_file),
+            str(merges_file),
+            bos_token=BOS_TOKEN,
+            eos_token=EOS_TOKEN,
+            unk_token=EOS_TOKEN,
+            pad_token=EOS_TOKEN,
+            model_max_length=MAX_LENGTH,
+        )
+    for word in words:
+        ids = tokenizer(word, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(f"{word!r} is not one token: {ids}")
+    return tokenizer
+
+
+def new_text_encoder(tokenizer: Any) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab = tokenizer.get_vocab()
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=TEXT_WIDTH,
+            intermediate_size=4 * TEXT_WIDTH,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_LENGTH,
+            bos_token_id=vocab[BOS_TOKEN],
+            eos_token_id=vocab[EOS_TOKEN],
+            pad_token_id=vocab[EOS_TOKEN],
+        )
+    )
+
+
+def new_vae() -> Any:
+    """Five blocks, four 2x downsamplings: 128x128 RGB → 8x8x4."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(  # type: ignore[no-untyped-call]
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 5,
+        up_block_types=("UpDecoderBlock2D",) * 5,
+        block_out_channels=(16, 32, 64, 64, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=SIZE,
+    )
+
+
+def new_unet() -> Any:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(  # type: ignore[no-untyped-call]
+        sample_size=LATENT_SIDE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(64, 128, 128),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=4,
+        norm_num_groups=32,
+    )
+
+
+def new_scheduler() -> Any:
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(**SCHEDULE)  # type: ignore[no-untyped-call]
+
+
+def pipeline(vae: Any, text_encoder: Any, tokenizer: Any, unet: Any) -> Any:
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(  # type: ignore[no-untyped-call]
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=new_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )

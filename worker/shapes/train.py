@@ -1,0 +1,383 @@
+"""Train the shapes demo model on the CPU, end to end, resumably.
+
+    python -m worker.shapes.train OUT [--work DIR] [--vae-steps N] [--steps N] ...
+
+Three stages, each saved under ``--work`` (kept out of git) so that a run stopped at any
+moment picks up where it was:
+
+1. the VAE (``AutoencoderKL``, 128x128 → 8x8x4) on freshly rendered scenes: pixel L1 + MSE
+   and a small KL term;
+2. the training scenes' latents, encoded once (posterior mean and standard deviation, so that
+   each step still samples from the posterior), and the latent scale;
+3. the UNet and the CLIP text encoder together: epsilon prediction, min-SNR-5 loss weighting,
+   one caption in ten left empty (classifier-free guidance), captions written afresh from each
+   scene's label every time it is drawn, a higher learning rate for the text encoder, EMA
+   weights; every ``--eval-every`` steps the EMA model draws held-out prompts and the judge
+   scores them.
+
+The EMA weights are then saved to OUT as an fp16 ``StableDiffusionPipeline`` folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.shapes import model as parts
+from worker.shapes.scenes import SIZE, Scene, caption, prompt, random_scene, render, scenes
+
+SEED = 20261201
+EMPTY_CAPTIONS = 0.1
+MIN_SNR_GAMMA = 5.0
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    torch = _torch()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _images(batch: list[Scene]) -> Any:
+    torch = _torch()
+    pixels = np.stack([render(scene) for scene in batch]).astype(np.float32) / 127.5 - 1.0
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+
+
+# -- stage 1: the VAE -----------------------------------------------------------------------
+
+
+def train_vae(work: Path, steps: int, batch: int = 8, lr: float = 1e-3, full: int = 150) -> Any:
+    """All but the last ``full`` steps see random 64x64 crops (a quarter of the work per
+    image: the VAE is convolutional), the last ones whole scenes."""
+    torch = _torch()
+    path = work / "vae.pt"
+    vae = parts.new_vae()
+    state: dict[str, Any] = {"step": 0}
+    if path.exists():
+        state = torch.load(path, weights_only=False)
+        vae.load_state_dict(state["model"])
+    if state["step"] >= steps:
+        return vae.eval()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    vae.train()
+    started, step = time.monotonic(), state["step"]
+    while step < steps:
+        rng = random.Random(SEED * 7 + step)
+        x = _images([random_scene(rng, two_shapes=0.4) for _ in range(batch)])
+        if step < steps - full:
+            top, left = rng.randrange(0, SIZE - 63, 16), rng.randrange(0, SIZE - 63, 16)
+            x = x[:, :, top : top + 64, left : left + 64]
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * (1 - step / steps))
+        posterior = vae.encode(x).latent_dist
+        y = vae.decode(posterior.sample()).sample
+        recon = (y - x).abs().mean() + (y - x).pow(2).mean()
+        kl = posterior.kl().mean() / (x.shape[1] * x.shape[2] * x.shape[3])
+        loss = recon + 1e-4 * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 25 == 0 or step == steps:
+            rate = (time.monotonic() - started) / max(1, step - state["step"])
+            log(
+                f"vae {step}/{steps} recon {recon.item():.4f} kl {kl.item():.4f} "
+                f"({rate:.2f} s/step)"
+            )
+        if step % 200 == 0 or step == steps:
+            _atomic_save(
+                {"step": step, "model": vae.state_dict(), "optimizer": optimizer.state_dict()},
+                path,
+            )
+    return vae.eval()
+
+
+# -- stage 2: the latents -------------------------------------------------------------------
+
+
+def encode_scenes(work: Path, vae: Any, count: int) -> dict[str, Any]:
+    torch = _torch()
+    path = work / "latents.pt"
+    if path.exists():
+        cached = torch.load(path, weights_only=False)
+        if cached["count"] == count:
+            return cached
+    labels = list(scenes(SEED, count, two_shapes=0.3))
+    means, stds = [], []
+    with torch.no_grad():
+        for start in range(0, count, 64):
+            posterior = vae.encode(_images(labels[start : start + 64])).latent_dist
+            means.append(posterior.mean)
+            stds.append(posterior.std)
+            if start % 2048 == 0:
+                log(f"encoded {start}/{count} scenes")
+    mean, std = torch.cat(means), torch.cat(stds)
+    scale = float(1.0 / mean.std())
+    cached = {"count": count, "labels": labels, "mean": mean, "std": std, "scale": scale}
+    _atomic_save(cached, path)
+    log(f"latents {tuple(mean.shape)}, scale {scale:.4f}")
+    return cached
+
+
+# -- stage 3: the UNet and the text encoder -------------------------------------------------
+
+
+class Captions:
+    """Tokenises captions once each: the same captions come back often."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.cache: dict[str, list[int]] = {}
+
+    def ids(self, texts: list[str]) -> Any:
+        torch = _torch()
+        missing = [t for t in set(texts) if t not in self.cache]
+        if missing:
+            encoded = self.tokenizer(
+                missing,
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+            ).input_ids
+            self.cache.update(zip(missing, encoded, strict=True))
+        return torch.tensor([self.cache[t] for t in texts])
+
+
+def _ema_update(ema: Any, model: Any, decay: float) -> None:
+    torch = _torch()
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p, 1.0 - decay)
+
+
+def held_out_prompts(count: int, seed: int = SEED + 1) -> list[tuple[Scene, str]]:
+    """One-shape held-out scenes and the prompt naming every part of each."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        scene = random_scene(rng, held_out=True)
+        out.append((scene, prompt(scene.shapes[0], scene.background)))
+    return out
+
+
+def evaluate(pipe: Any, count: int, guidance: float = 5.0, steps: int = 20) -> dict[str, float]:
+    """Share of held-out prompts whose colour, kind, position and background the judge finds."""
+    torch = _torch()
+    from worker.shapes.judge import judge, score
+
+    cases = held_out_prompts(count)
+    totals = {"colour": 0, "kind": 0, "position": 0, "size": 0, "background": 0, "all": 0}
+    for start in range(0, count, 16):
+        chunk = cases[start : start + 16]
+        generator = [torch.Generator().manual_seed(start + i) for i in range(len(chunk))]
+        images = pipe(
+            [p for _, p in chunk],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generator,
+            output_type="np",
+        ).images
+        for (scene, _), image in zip(chunk, images, strict=True):
+            s = score(scene.shapes[0], scene.background, judge((image * 255).round()))
+            for key in totals:
+                totals[key] += int(getattr(s, key))
+    return {key: value / count for key, value in totals.items()}
+
+
+def train_unet(
+    work: Path,
+    latents: dict[str, Any],
+    vae: Any,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    text_lr: float,
+    eval_every: int,
+    eval_count: int,
+    deadline: float | None,
+    log_every: int = 50,
+) -> tuple[Any, Any, Any]:
+    torch = _torch()
+    path = work / "unet.pt"
+    tokenizer = parts.build_tokenizer()
+    torch.manual_seed(SEED)
+    unet, text_encoder = parts.new_unet(), parts.new_text_encoder(tokenizer)
+    ema_unet, ema_text = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(unet.parameters()), "base_lr": lr},
+            {"params": list(text_encoder.parameters()), "base_lr": text_lr},
+        ],
+        lr=lr,
+        weight_decay=0.01,
+    )
+    step = 0
+    if path.exists():
+        state = torch.load(path, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        ema_unet.load_state_dict(state["ema_unet"])
+        ema_text.load_state_dict(state["ema_text"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        log(f"resumed at step {step}")
+
+    def save() -> None:
+        _atomic_save(
+            {
+                "step": step,
+                "unet": unet.state_dict(),
+                "text_encoder": text_encoder.state_dict(),
+                "ema_unet": ema_unet.state_dict(),
+                "ema_text": ema_text.state_dict(),
+                "optimizer": optimizer.state_dict(),
+            },
+            path,
+        )
+
+    scheduler = parts.new_scheduler()
+    alphas_cumprod = scheduler.alphas_cumprod.float()
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    weights = torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
+    captions = Captions(tokenizer)
+    labels, mean, std, scale = latents["labels"], latents["mean"], latents["std"], latents["scale"]
+    history = work / "loss.jsonl"
+    unet.train()
+    text_encoder.train()
+    started, first, window = time.monotonic(), step, []
+    while step < steps:
+        if deadline is not None and time.time() > deadline:
+            log(f"deadline reached at step {step}")
+            break
+        rng = random.Random(SEED * 13 + step)
+        index = torch.tensor([rng.randrange(len(labels)) for _ in range(batch)])
+        texts = [
+            "" if rng.random() < EMPTY_CAPTIONS else caption(labels[i], rng) for i in index.tolist()
+        ]
+        generator = torch.Generator().manual_seed(SEED + step)
+        z = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator)) * scale
+        noise = torch.randn(z.shape, generator=generator)
+        t = torch.randint(0, len(alphas_cumprod), (batch,), generator=generator)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * z + (1 - a).sqrt() * noise
+        for group in optimizer.param_groups:
+            warm = min(1.0, (step + 1) / 500)
+            decay = 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
+            group["lr"] = group["base_lr"] * warm * (0.1 + 0.9 * decay)
+        hidden = text_encoder(captions.ids(texts)).last_hidden_state
+        predicted = unet(noisy, t, hidden).sample
+        loss = ((predicted - noise).pow(2).mean(dim=(1, 2, 3)) * weights[t]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([*unet.parameters(), *text_encoder.parameters()], 1.0)
+        optimizer.step()
+        step += 1
+        ema_decay = min(0.999, (1 + step) / (10 + step))
+        _ema_update(ema_unet, unet, ema_decay)
+        _ema_update(ema_text, text_encoder, ema_decay)
+        window.append(loss.item())
+        if step % log_every == 0:
+            rate = (time.monotonic() - started) / (step - first)
+            mean_loss = sum(window) / len(window)
+            window.clear()
+            log(f"unet {step}/{steps} loss {mean_loss:.4f} ({rate:.2f} s/step)")
+            with history.open("a") as f:
+                f.write(json.dumps({"step": step, "loss": round(mean_loss, 5)}) + "\n")
+        if step % 250 == 0:
+            save()
+        if eval_every and step % eval_every == 0:
+            pipe = parts.pipeline(vae, ema_text, tokenizer, ema_unet)
+            pipe.vae.config.scaling_factor = scale
+            pipe.set_progress_bar_config(disable=True)
+            with torch.no_grad():
+                result = evaluate(pipe, eval_count)
+            log(f"eval at {step}: {result}")
+            with history.open("a") as f:
+                f.write(json.dumps({"step": step, "eval": result}) + "\n")
+    save()
+    return ema_unet.eval(), ema_text.eval(), tokenizer
+
+
+def export(out: Path, vae: Any, text_encoder: Any, tokenizer: Any, unet: Any, scale: float) -> Any:
+    torch = _torch()
+    vae.register_to_config(scaling_factor=scale)
+    pipe = parts.pipeline(vae, text_encoder, tokenizer, unet)
+    pipe.to(torch.float16)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(out, safe_serialization=True)
+    pipe.to(torch.float32)
+    return pipe
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="where to save the trained pipeline")
+    parser.add_argument("--work", type=Path, default=Path("var/shapes-train"))
+    parser.add_argument("--vae-steps", type=int, default=1000)
+    parser.add_argument("--scenes", type=int, default=16384)
+    parser.add_argument("--steps", type=int, default=12000)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--text-lr", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int, default=2000)
+    parser.add_argument("--eval-count", type=int, default=48)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--hours", type=float, default=None, help="stop the UNet stage after this long and save"
+    )
+    args = parser.parse_args(argv)
+    torch = _torch()
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + args.hours * 3600 if args.hours else None
+    log(f"stage 1: VAE, {args.vae_steps} steps")
+    vae = train_vae(args.work, args.vae_steps)
+    log(f"stage 2: latents of {args.scenes} scenes")
+    latents = encode_scenes(args.work, vae, args.scenes)
+    log(f"stage 3: UNet and text encoder, {args.steps} steps of {args.batch}")
+    unet, text_encoder, tokenizer = train_unet(
+        args.work,
+        latents,
+        vae,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        text_lr=args.text_lr,
+        eval_every=args.eval_every,
+        eval_count=args.eval_count,
+        deadline=deadline,
+        log_every=args.log_every,
+    )
+    export(args.out, vae, text_encoder, tokenizer, unet, latents["scale"])
+    log(f"saved to {args.out} ({SIZE}x{SIZE})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -98,11 +98,15 @@ def alive(pids: set[int]) -> set[int]:
 def launch(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., Launcher]]:
     launched: list[Launcher] = []
 
-    def start(wait_for_worker: bool = True, **extra: str) -> Launcher:
+    def start(
+        wait_for_worker: bool = True, workers: int = 1, unset: tuple[str, ...] = (), **extra: str
+    ) -> Launcher:
         catalog = write_catalog(tmp_path / "models.toml", tiny_model)
         var = tmp_path / "var"
         env = service_env("", var, catalog, **{"LATENTQ_MODELS": "tiny", **extra})
-        del env["LATENTQ_REDIS_URL"]  # run.sh starts its own
+        for name in ("LATENTQ_REDIS_URL", *unset):  # run.sh starts its own Redis
+            del env[name]
+        env["WORKERS"] = str(workers)
         port = free_port()
         env["PORT"] = str(port)
         output = tmp_path / "terminal.log"
@@ -125,7 +129,7 @@ def launch(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., Launcher]
             output,
         )
         if wait_for_worker:
-            wait_for(lambda: launcher.workers() >= 1, 120, "the worker", proc, output)
+            wait_for(lambda: launcher.workers() >= workers, 180, "the workers", proc, output)
         return launcher
 
     yield start
@@ -298,10 +302,26 @@ def test_a_crash_loop_is_reported_and_the_rest_keeps_serving(
     stack.stop(signal.SIGTERM)
 
 
-def test_no_process_outlives_a_killed_supervisor(launch: Callable[..., Launcher]) -> None:
-    stack: Launcher = launch()
+def test_workers_n_and_no_process_outlives_a_killed_supervisor(
+    launch: Callable[..., Launcher],
+) -> None:
+    # WORKERS=2 on this machine's CPU: the supervisor divides the cores and gives each its
+    # own metrics port.
+    stack: Launcher = launch(workers=2, unset=("LATENTQ_TORCH_THREADS", "LATENTQ_METRICS_PORT"))
     children = stack.children()
-    assert len(children) == 3, children  # redis, the worker, the API
+    assert len(children) == 4, children  # redis, two workers, the API
+    settings = []
+    for name in ("worker-1", "worker-2"):
+        environ = Path(f"/proc/{stack.pid(name)}/environ").read_bytes().split(b"\0")
+        values = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+        settings.append((values["LATENTQ_TORCH_THREADS"], values["LATENTQ_METRICS_PORT"]))
+        assert (stack.var / "log" / f"{name}.log").exists()
+    threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert [t for t, _ in settings] == [threads, threads]
+    ports = {p for _, p in settings}
+    assert len(ports) == 2 and "0" not in ports
+    for port in ports:
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200
     os.kill(stack.proc.pid, signal.SIGKILL)
     stack.proc.wait()
     deadline = time.monotonic() + 60

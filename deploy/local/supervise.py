@@ -177,8 +177,15 @@ class Supervisor:
 
     def say(self, message: str) -> None:
         self.journal.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-        self.out.write(f"[supervise] {message}\n")
-        self.out.flush()
+        self._show(f"[supervise] {message}\n")
+
+    def _show(self, text: str) -> None:
+        # A closed terminal must not stop the supervisor half way: the logs still get it all.
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except OSError:
+            pass
 
     def log_of(self, program: Program) -> Path:
         return self.logs / f"{program.name}.log"
@@ -208,9 +215,7 @@ class Supervisor:
             with self.log_of(program).open("ab") as log:
                 log.write(b"".join(line + b"\n" for line in lines))
             prefix = f"[{program.name}] "
-            text = "".join(prefix + line.decode("utf-8", "replace") + "\n" for line in lines)
-            self.out.write(text)
-            self.out.flush()
+            self._show("".join(prefix + line.decode("utf-8", "replace") + "\n" for line in lines))
         if eof:
             self.selector.unregister(stream)
             stream.close()

@@ -33,7 +33,9 @@ STREAMS = 2
 
 
 @pytest.fixture(scope="module")
-def fair(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[tuple[str, int]]:
+def fair(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path
+) -> Iterator[tuple[str, int, dict[str, str]]]:
     """An API with three keys on a Redis of its own: alice may submit at high priority, bob's
     entry is written as before scopes existed, root is an admin. A queue of 8 per model, a
     quarter of it per key; two streams or waits per key."""
@@ -54,16 +56,16 @@ def fair(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator
     )
     process, base = start_api(env, workdir)
     try:
-        yield base, server.port
+        yield base, server.port, env
     finally:
         process.stop()
         server.stop()
 
 
 @pytest.fixture
-def base(fair: tuple[str, int]) -> Iterator[str]:
-    """The API, with every job of the test before canceled (their shares freed)."""
-    url, port = fair
+def base(fair: tuple[str, int, dict[str, str]]) -> Iterator[str]:
+    """The API; every job of the test is canceled after it (their shares freed)."""
+    url, port, _ = fair
     yield url
     store = redis.Redis(port=port)
     for key in store.scan_iter("latentq:job:*"):
@@ -125,7 +127,7 @@ def holds(port: int, caller: str) -> int:
 
 
 def test_open_streams_and_waits_per_key_are_capped_and_released(
-    base: str, fair: tuple[str, int]
+    base: str, fair: tuple[str, int, dict[str, str]]
 ) -> None:
     port = fair[1]
     with client(base, ALICE) as alice, client(base, BOB) as bob:
@@ -179,3 +181,35 @@ def test_open_streams_and_waits_per_key_are_capped_and_released(
         for stream, _ in opened:
             stream.__exit__(None, None, None)
         wait_for(lambda: holds(port, "alice") == 0, 5, "every release")
+
+
+@pytest.mark.slow
+def test_the_holds_of_a_replica_that_dies_expire(
+    base: str, fair: tuple[str, int, dict[str, str]], tmp_path: Path
+) -> None:
+    _, port, env = fair
+    with client(base, BOB) as bob:
+        job_id = bob.post("/v1/jobs", json=JOB).json()["id"]
+    # A second replica on the same Redis holds two of bob's streams, then is killed.
+    process, other = start_api(env, tmp_path, "api-doomed")
+    try:
+        with client(other, BOB) as doomed:
+            streams = []
+            for _ in range(STREAMS):
+                stream = doomed.stream("GET", f"/v1/jobs/{job_id}/events")
+                response = stream.__enter__()
+                lines = response.iter_lines()
+                assert next(lines).startswith("event: state")
+                streams.append((stream, lines))
+            assert holds(port, "bob") == STREAMS
+            process.proc.kill()
+            process.proc.wait()
+        with client(base, BOB) as bob:
+            assert bob.get(f"/v1/jobs/{job_id}/events").status_code == 429
+            killed = time.monotonic()
+            wait_for(lambda: holds(port, "bob") == 0, 45, "the holds' expiry")
+            assert time.monotonic() - killed <= 35
+            with bob.stream("GET", f"/v1/jobs/{job_id}/events") as again:
+                assert again.status_code == 200
+    finally:
+        process.stop()

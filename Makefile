@@ -54,7 +54,7 @@ bench: install
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobs app client/latentq_client
+	$(BIN)/mypy jobs app client/latentq_client deploy/local/supervise.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

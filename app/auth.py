@@ -2,7 +2,8 @@
 
 Keys are configured hashed — `LATENTQ_API_KEYS="alice:<sha256 hex>,bob:<sha256 hex>"`, made
 with `python -m app.keys new NAME` — so the settings never hold a usable secret. A caller is
-the name of its key; jobs belong to the caller that submitted them.
+the name of its key; jobs belong to the caller that submitted them. An entry may end with
+the key's scopes (`app.scopes`).
 
 With no key configured the service is open: every caller is `anonymous`, and `/v1` answers
 only requests from loopback addresses (unless `LATENTQ_ALLOW_OPEN=true`, for a service
@@ -19,12 +20,15 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import scopes
 from app.errors import envelope
 from jobs.errors import Unauthorized
 
 ANONYMOUS = "anonymous"
 
-_ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63}):(?P<hash>[0-9a-f]{64})$")
+_ENTRY = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63}):(?P<hash>[0-9a-f]{64})(?::(?P<scopes>.*))?$"
+)
 
 
 def hash_key(key: str) -> str:
@@ -32,13 +36,16 @@ def hash_key(key: str) -> str:
 
 
 class KeyRing:
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, default_scopes: str = "") -> None:
         self._names: dict[str, str] = {}
+        self._scopes: dict[str, frozenset[str]] = {}
+        default = scopes.parse_scopes(default_scopes)
         for raw in filter(None, (part.strip() for part in spec.split(","))):
             match = _ENTRY.match(raw)
             if match is None:
                 raise ValueError(
-                    "LATENTQ_API_KEYS entries are NAME:SHA256HEX (python -m app.keys new NAME); "
+                    "LATENTQ_API_KEYS entries are NAME:SHA256HEX[:SCOPES] (python -m app.keys new "
+                    "NAME); "
                     f"got {raw[:24]!r}…"
                 )
             if "change-me" in raw.lower() or set(match["hash"]) == {"0"}:
@@ -47,6 +54,13 @@ class KeyRing:
                     "with python -m app.keys new NAME"
                 )
             self._names[match["hash"]] = match["name"]
+            given = match["scopes"]
+            try:
+                self._scopes[match["name"]] = (
+                    default if given is None else scopes.parse_scopes(given)
+                )
+            except ValueError as exc:
+                raise ValueError(f"LATENTQ_API_KEYS entry {match['name']}: {exc}") from None
 
     @property
     def enabled(self) -> bool:
@@ -54,6 +68,10 @@ class KeyRing:
 
     def name_for(self, key: str) -> str | None:
         return self._names.get(hash_key(key))
+
+    def scopes_of(self, name: str) -> frozenset[str]:
+        """A caller's scopes; every scope in open mode."""
+        return self._scopes.get(name, frozenset()) if self.enabled else scopes.EVERY_SCOPE
 
 
 def caller(request: Request) -> str:

@@ -8,8 +8,9 @@ from typing import Annotated
 import redis
 from fastapi import Depends, Request
 
-from app.auth import KeyRing
+from app.auth import CallerDep, KeyRing
 from app.events import EventHub
+from app.fairness import OpenHolds
 from app.ratelimit import RateLimiter
 from app.service import JobService
 from app.settings import AppSettings
@@ -25,6 +26,8 @@ class State:
     hub: EventHub
     keys: KeyRing
     limiter: RateLimiter
+    holds: OpenHolds | None = None
+    """Each key's open streams and waits (with API keys)."""
 
 
 def get_state(request: Request) -> State:
@@ -38,3 +41,11 @@ def get_jobs(request: Request) -> JobService:
 
 StateDep = Annotated[State, Depends(get_state)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
+
+
+def get_scopes(request: Request, caller: CallerDep) -> frozenset[str]:
+    """What the calling key may do (`app.scopes`)."""
+    return get_state(request).keys.scopes_of(caller)
+
+
+ScopesDep = Annotated[frozenset[str], Depends(get_scopes)]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
@@ -20,6 +21,7 @@ from app import errors
 from app.auth import KeyRing, OpenModeGuard
 from app.deps import State
 from app.events import EventHub
+from app.fairness import OpenHolds, QueueShares
 from app.limits import BodyLimitMiddleware
 from app.metrics import MetricsMiddleware
 from app.ratelimit import RateLimiter
@@ -53,14 +55,27 @@ def build_state(settings: AppSettings) -> State:
         connection, store, queue_max=settings.queue_max, job_timeout_s=settings.job_timeout_s
     )
     storage = make_storage(settings)
+    keys = KeyRing(settings.api_keys, settings.default_key_scopes)
+    # Fairness is between keys: in open mode there is one caller.
+    shares: QueueShares | None = None
+    holds: OpenHolds | None = None
+    if keys.enabled:
+        shares = QueueShares(
+            connection, settings.queue_max, settings.key_queue_share, settings.job_ttl_s
+        )
+        holds = OpenHolds(
+            aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2),
+            settings.streams_per_key,
+        )
     return State(
         settings=settings,
         redis=connection,
         storage=storage,
-        jobs=JobService(settings, catalog, store, queues, storage),
+        jobs=JobService(settings, catalog, store, queues, storage, shares),
         hub=EventHub(settings.redis_url),
-        keys=KeyRing(settings.api_keys),
+        keys=keys,
         limiter=RateLimiter(connection, settings.rate_limit_per_min, settings.rate_limit_burst),
+        holds=holds,
     )
 
 
@@ -122,6 +137,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             asyncio.create_task(dispatch_forever(dispatcher), name="webhooks"),
             asyncio.create_task(reap_forever(state, settings.reap_interval_s), name="reaper"),
         ]
+        if state.holds is not None:
+            tasks.append(asyncio.create_task(state.holds.renew_forever(), name="holds"))
         try:
             yield
         finally:
@@ -129,6 +146,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                 task.cancel()
             dispatcher.close()
             await state.hub.stop()
+            if state.holds is not None:
+                await state.holds.redis.aclose()
             state.redis.close()
 
     app = FastAPI(

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.fairness import QueueShares
+from app.scopes import EVERY_SCOPE, check_priority
 from app.settings import AppSettings
 from jobs import defaults, logs
 from jobs.catalog import SCHEDULER_MIN_STEPS, Catalog, ModelEntry
@@ -51,6 +53,8 @@ class Submission:
     idempotency_key: str | None = None
     caller: str = "anonymous"
     """Who submits: idempotency keys and (with API keys) jobs belong to a caller."""
+    scopes: frozenset[str] = EVERY_SCOPE
+    """What the caller may do (`app.scopes`): `priority:high` to submit at high priority."""
 
 
 @dataclass
@@ -68,8 +72,11 @@ class JobService:
         store: JobStore,
         queues: JobQueues,
         storage: Storage,
+        shares: QueueShares | None = None,
     ) -> None:
         self.idempotency = IdempotencyKeys(store.redis)
+        self.shares = shares
+        """Each key's share of a model's queue (with API keys)."""
         self.settings = settings
         self.catalog = catalog
         self.store = store
@@ -82,6 +89,7 @@ class JobService:
         fields = dict(submission.fields)
         raw_images: dict[str, object] = {n: fields.pop(n) for n in IMAGE_FIELDS if n in fields}
         params = _validate(fields)
+        check_priority(params.priority, submission.scopes)
         model = self._model_for(params)
         params = self._resolve(params, model)
         images = self._load_images(params, raw_images, submission.files)
@@ -170,7 +178,14 @@ class JobService:
             owner=owner,
             request_id=logs.request_id.get(),
         )
-        self.queues.submit(record, params.priority)
+        if self.shares is not None:
+            self.shares.reserve(owner, model.id, job_id)
+        try:
+            self.queues.submit(record, params.priority)
+        except Exception:
+            if self.shares is not None:
+                self.shares.release(owner, model.id, job_id)
+            raise
         logs.transition(
             job_id, model.id, params.type.value, "queued", worker=None, attempts=None, timings=None
         )

@@ -18,6 +18,18 @@ class AppSettings(Settings):
     """`NAME:SHA256HEX` entries, comma-separated (`python -m app.keys new NAME`). Empty: the
     service is open, and `/v1` answers loopback clients only."""
 
+    default_key_scopes: str = ""
+    """Scopes of the `api_keys` entries that name none (`app.scopes`), `+`-separated: for
+    example `priority:high` to let every such key submit high-priority jobs."""
+
+    key_queue_share: float = Field(default=0.25, gt=0, le=1)
+    """With API keys, the most of a model's queue (`queue_max`) one key's waiting jobs may
+    fill; past it that key's submits get 429 while others' are still taken (1: no share)."""
+
+    streams_per_key: int = Field(default=32, ge=1)
+    """With API keys, the most requests one key may hold open at once across replicas:
+    event streams, `Prefer: wait` submits and the OpenAI-compatible routes' waits."""
+
     allow_open: bool = False
     """Without API keys, answer `/v1` from any address (behind a proxy that authenticates)."""
 

@@ -4,7 +4,8 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from app.auth import CallerDep
-from app.deps import StateDep
+from app.deps import ScopesDep, StateDep
+from app.scopes import owner_filter
 from jobs.errors import FileNotFound, Forbidden
 from jobs.storage import LocalStorage, content_type, job_of
 
@@ -13,7 +14,12 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 
 @router.get("/{key:path}")
 def get_file(
-    key: str, state: StateDep, caller: CallerDep, expires: str = "", sig: str = ""
+    key: str,
+    state: StateDep,
+    caller: CallerDep,
+    scopes: ScopesDep,
+    expires: str = "",
+    sig: str = "",
 ) -> FileResponse:
     """The file's bytes, if the URL's signature is valid and has not expired (and, with API
     keys, if the caller owns the job the file belongs to)."""
@@ -27,7 +33,8 @@ def get_file(
         raise FileNotFound("files are served by the object store; use the URL from the job")
     storage.verify(key, expires, sig)
     owner = job_of(key)
-    if owner is None or owner[0] != caller:
+    allowed = owner_filter(caller, scopes)
+    if owner is None or allowed is not None and owner[0] != allowed:
         # Another key's file is answered like a missing one.
         raise FileNotFound("no such file")
     path = storage.path(key)

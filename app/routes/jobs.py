@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -13,9 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from app.auth import CallerDep
-from app.deps import JobsDep, StateDep
+from app.deps import JobsDep, ScopesDep, StateDep
+from app.fairness import unless_disconnected
 from app.metrics import JOBS_SUBMITTED
 from app.responses import FastJSONResponse, loads
+from app.scopes import owner_filter
 from app.service import Submission
 from app.waiting import follow, prefer_wait, wait_for_end
 from jobs.errors import InvalidRequest, LatentqError, MalformedBody
@@ -112,53 +115,82 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
 
 
 @router.post("", status_code=202, openapi_extra=_SUBMIT_SCHEMA)
-async def submit_job(request: Request, state: StateDep, caller: CallerDep) -> JSONResponse:
+async def submit_job(
+    request: Request, state: StateDep, caller: CallerDep, scopes: ScopesDep
+) -> JSONResponse:
     """Submit a job: 202 with the Job and its Location; with `Prefer: wait=N`, 200 with the
     finished Job if it ends within N seconds (at most 60)."""
     jobs = state.jobs
     wait_s = prefer_wait(request.headers.get("prefer"))
     if state.limiter.enabled:
         await run_in_threadpool(state.limiter.take, caller)
-    submission = await _read_submission(request)
-    submission.idempotency_key = request.headers.get("idempotency-key")
-    submission.caller = caller
-    accepted = await run_in_threadpool(jobs.submit, submission)
-    record = accepted.record
-    headers = {"Location": f"/v1/jobs/{record.id}"}
-    if accepted.replay:
-        headers["Idempotent-Replayed"] = "true"
-    else:
-        JOBS_SUBMITTED.labels(record.type.value, record.model).inc()
-    if wait_s is not None:
-        headers["Preference-Applied"] = f"wait={wait_s}"
-        if wait_s > 0:
-            record = await wait_for_end(state.hub, jobs, record, wait_s)
+    async with AsyncExitStack() as held:
+        if wait_s and state.holds is not None:
+            # Taken before the submit: a caller over its cap gets 429 and no job.
+            await held.enter_async_context(state.holds.hold(caller))
+        submission = await _read_submission(request)
+        submission.idempotency_key = request.headers.get("idempotency-key")
+        submission.caller = caller
+        submission.scopes = scopes
+        accepted = await run_in_threadpool(jobs.submit, submission)
+        record = accepted.record
+        headers = {"Location": f"/v1/jobs/{record.id}"}
+        if accepted.replay:
+            headers["Idempotent-Replayed"] = "true"
+        else:
+            JOBS_SUBMITTED.labels(record.type.value, record.model).inc()
+        if wait_s is not None:
+            headers["Preference-Applied"] = f"wait={wait_s}"
+            if wait_s > 0:
+                ended = await unless_disconnected(
+                    request, wait_for_end(state.hub, jobs, record, wait_s)
+                )
+                record = ended or record
     view = await run_in_threadpool(jobs.view, record, str(request.base_url))
     status = 200 if record.status.is_terminal() else 202
     return FastJSONResponse(view, status_code=status, headers=headers)
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, request: Request, jobs: JobsDep, caller: CallerDep) -> JSONResponse:
+def get_job(
+    job_id: str, request: Request, jobs: JobsDep, caller: CallerDep, scopes: ScopesDep
+) -> JSONResponse:
     """The Job, or 404."""
-    return FastJSONResponse(jobs.view(jobs.get(job_id, caller), str(request.base_url)))
+    record = jobs.get(job_id, owner_filter(caller, scopes))
+    return FastJSONResponse(jobs.view(record, str(request.base_url)))
 
 
 @router.delete("/{job_id}")
-def cancel_job(job_id: str, request: Request, jobs: JobsDep, caller: CallerDep) -> JSONResponse:
+def cancel_job(
+    job_id: str, request: Request, jobs: JobsDep, caller: CallerDep, scopes: ScopesDep
+) -> JSONResponse:
     """Cancel: a queued job never runs, a running one stops at its next step; 409 once ended."""
-    return FastJSONResponse(jobs.view(jobs.cancel(job_id, caller), str(request.base_url)))
+    record = jobs.cancel(job_id, owner_filter(caller, scopes))
+    return FastJSONResponse(jobs.view(record, str(request.base_url)))
 
 
-def _existing_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> str:
+def _existing_job(job_id: str, jobs: JobsDep, caller: CallerDep, scopes: ScopesDep) -> str:
     # Checked before the stream starts, so an unknown (or another key's) job is a plain 404.
-    jobs.get(job_id, caller)
+    jobs.get(job_id, owner_filter(caller, scopes))
     return job_id
+
+
+async def _stream_hold(state: StateDep, caller: CallerDep) -> AsyncIterator[None]:
+    # One of the caller's open streams from before the first event until the stream ends,
+    # however it ends (the client gone included): FastAPI closes this after the response.
+    if state.holds is None:
+        yield
+        return
+    async with state.holds.hold(caller):
+        yield
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
 async def job_events(
-    job_id: Annotated[str, Depends(_existing_job)], request: Request, state: StateDep
+    job_id: Annotated[str, Depends(_existing_job)],
+    request: Request,
+    state: StateDep,
+    _held: Annotated[None, Depends(_stream_hold)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `state` (the Job, while it has not ended), a `progress` per step,
     then one final event named after the end status with the whole Job; then it closes."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import AsyncExitStack
 from typing import Any
 
 import redis
@@ -14,7 +15,8 @@ from starlette.datastructures import UploadFile
 
 from app import openai_compat
 from app.auth import CallerDep
-from app.deps import State, StateDep
+from app.deps import ScopesDep, State, StateDep
+from app.fairness import unless_disconnected
 from app.metrics import JOBS_SUBMITTED
 from app.service import Submission
 from app.waiting import wait_for_end
@@ -40,7 +42,9 @@ class JobDidNotSucceed(LatentqError):
 
 
 @router.post("/generations")
-async def generations(request: Request, state: StateDep, caller: CallerDep) -> JSONResponse:
+async def generations(
+    request: Request, state: StateDep, caller: CallerDep, scopes: ScopesDep
+) -> JSONResponse:
     """OpenAI's images.generate: runs txt2img and answers when it is done."""
 
     async def build() -> tuple[Submission, str]:
@@ -52,11 +56,13 @@ async def generations(request: Request, state: StateDep, caller: CallerDep) -> J
             raise MalformedBody("the request body must be a JSON object")
         return openai_compat.generation(body)
 
-    return await _answer(request, state, caller, build)
+    return await _answer(request, state, caller, scopes, build)
 
 
 @router.post("/edits")
-async def edits(request: Request, state: StateDep, caller: CallerDep) -> JSONResponse:
+async def edits(
+    request: Request, state: StateDep, caller: CallerDep, scopes: ScopesDep
+) -> JSONResponse:
     """OpenAI's images.edit (multipart): runs inpainting, transparent mask pixels repainted."""
 
     async def build() -> tuple[Submission, str]:
@@ -84,19 +90,27 @@ async def edits(request: Request, state: StateDep, caller: CallerDep) -> JSONRes
                 fields[name] = value
         return openai_compat.edit(fields, images, mask)
 
-    return await _answer(request, state, caller, build)
+    return await _answer(request, state, caller, scopes, build)
 
 
-async def _answer(request: Request, state: State, caller: str, build: Any) -> JSONResponse:
+async def _answer(
+    request: Request, state: State, caller: str, scopes: frozenset[str], build: Any
+) -> JSONResponse:
     try:
         if state.limiter.enabled:
             await run_in_threadpool(state.limiter.take, caller)
-        submission, response_format = await build()
-        submission.caller = caller
-        accepted = await run_in_threadpool(state.jobs.submit, submission)
-        record = accepted.record
-        JOBS_SUBMITTED.labels(record.type.value, record.model).inc()
-        record = await wait_for_end(state.hub, state.jobs, record, state.settings.openai_wait_s)
+        async with AsyncExitStack() as held:
+            if state.holds is not None:
+                # The request is held until its job ends: one of the caller's open holds.
+                await held.enter_async_context(state.holds.hold(caller))
+            submission, response_format = await build()
+            submission.caller = caller
+            submission.scopes = scopes
+            accepted = await run_in_threadpool(state.jobs.submit, submission)
+            record = accepted.record
+            JOBS_SUBMITTED.labels(record.type.value, record.model).inc()
+            waited = wait_for_end(state.hub, state.jobs, record, state.settings.openai_wait_s)
+            record = await unless_disconnected(request, waited) or record
         if not record.status.is_terminal():
             raise JobTimedOut(
                 f"job {record.id} is still {record.status.value}; follow it at /v1/jobs/{record.id}"

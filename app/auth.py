@@ -6,7 +6,10 @@ the name of its key; jobs belong to the caller that submitted them.
 
 With no key configured the service is open: every caller is `anonymous`, and `/v1` answers
 only requests from loopback addresses (unless `LATENTQ_ALLOW_OPEN=true`, for a service
-behind a proxy that authenticates).
+behind a proxy that authenticates). A request counts as loopback only when its peer and
+every address a proxy forwarded it for are loopback, and open mode refuses to start when
+uvicorn would take `X-Forwarded-For` from anyone (`FORWARDED_ALLOW_IPS=*`): a client could
+then name itself 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -81,6 +84,35 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+_FORWARDED_FOR = re.compile(r'(?:^|[;,\s])for\s*=\s*"?\[?([^\]",;\s]+)', re.IGNORECASE)
+
+
+def _forwarded_for(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    """Every client address that proxies named in the request's headers."""
+    found: list[str] = []
+    for name, raw in headers:
+        value = raw.decode("latin-1")
+        if name in (b"x-forwarded-for", b"x-real-ip"):
+            found.extend(part.strip() for part in value.split(",") if part.strip())
+        elif name == b"forwarded":
+            found.extend(_FORWARDED_FOR.findall(value))
+    # `host:port` (IPv4 with a port; IPv6 came unbracketed above) to the bare address.
+    return [a.rsplit(":", 1)[0] if a.count(":") == 1 else a for a in found]
+
+
+def trusts_every_forwarder(spec: str) -> bool:
+    """True when a FORWARDED_ALLOW_IPS value lets any peer set the client's address."""
+    for item in (part.strip() for part in spec.split(",")):
+        if item == "*":
+            return True
+        try:
+            if ipaddress.ip_network(item, strict=False).prefixlen == 0:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 class OpenModeGuard:
     """Without API keys, `/v1` answers loopback clients only."""
 
@@ -91,7 +123,10 @@ class OpenModeGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.enabled and scope["type"] == "http" and scope["path"].startswith("/v1"):
             client = scope.get("client")
-            if client is not None and not _is_loopback(client[0]):
+            # A proxy on this host is a loopback peer: whoever it forwards for must be too.
+            addresses = [client[0]] if client is not None else []
+            addresses += _forwarded_for(scope["headers"])
+            if not all(_is_loopback(address) for address in addresses):
                 response = envelope(
                     403,
                     "open_mode",

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import errors
-from app.auth import KeyRing, OpenModeGuard
+from app.auth import KeyRing, OpenModeGuard, trusts_every_forwarder
 from app.deps import State
 from app.events import EventHub
 from app.limits import BodyLimitMiddleware
@@ -144,6 +144,13 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.get("/", include_in_schema=False)(lambda: FileResponse(STATIC_DIR / "index.html"))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     open_mode = not KeyRing(settings.api_keys).enabled and not settings.allow_open
+    if open_mode and trusts_every_forwarder(settings.forwarded_allow_ips):
+        raise ValueError(
+            "no API keys are configured, so the service answers loopback clients only, but "
+            f"FORWARDED_ALLOW_IPS={settings.forwarded_allow_ips!r} lets any client claim to be "
+            "one (X-Forwarded-For: 127.0.0.1): set it to your proxy's address, or set "
+            "LATENTQ_API_KEYS"
+        )
     app.add_middleware(OpenModeGuard, enabled=open_mode)
     app.add_middleware(MetricsMiddleware)
     # Outermost: the request id is set before anything else logs.

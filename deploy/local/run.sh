@@ -73,8 +73,9 @@ for port in (9100, 0):
 fi
 
 start worker "$bin/python" -m worker
+# No proxy in front: no --proxy-headers, so no client can name its own address.
 start api "$bin/uvicorn" --factory app.main:create_app --host "$host" --port "$port" \
-  --proxy-headers --timeout-graceful-shutdown 20
+  --timeout-graceful-shutdown 20
 
 echo "latentq: http://$host:$port   (API docs: /docs, models: /v1/models)"
 echo "worker metrics: http://127.0.0.1:$LATENTQ_METRICS_PORT/metrics"

@@ -9,7 +9,10 @@ only requests from loopback addresses (unless `LATENTQ_ALLOW_OPEN=true`, for a s
 behind a proxy that authenticates). A request counts as loopback only when its peer and
 every address a proxy forwarded it for are loopback, and open mode refuses to start when
 uvicorn would take `X-Forwarded-For` from anyone (`FORWARDED_ALLOW_IPS=*`): a client could
-then name itself 127.0.0.1.
+then name itself 127.0.0.1. A loopback address is not enough either: a web page in the
+user's browser reaches loopback too. So open mode also answers only requests whose `Host`
+is a loopback name (or one of `LATENTQ_OPEN_HOSTS`), which a page that rebinds its own name
+to 127.0.0.1 cannot send, and whose `Origin`, when a browser sends one, is the service's own.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Iterable
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -113,27 +118,61 @@ def trusts_every_forwarder(spec: str) -> bool:
     return False
 
 
-class OpenModeGuard:
-    """Without API keys, `/v1` answers loopback clients only."""
+def _host_name(netloc: str) -> str:
+    """`name:port`, `[v6]:port` or a bare name to the lower-case name."""
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")].lower() if "]" in netloc else ""
+    return netloc.rsplit(":", 1)[0].lower() if netloc.count(":") == 1 else netloc.lower()
 
-    def __init__(self, app: ASGIApp, enabled: bool) -> None:
+
+class OpenModeGuard:
+    """Without API keys, `/v1` answers loopback clients only, addressed by a loopback name
+    (or one of `hosts`), from no other web origin."""
+
+    def __init__(self, app: ASGIApp, enabled: bool, hosts: Iterable[str] = ()) -> None:
         self.app = app
         self.enabled = enabled
+        self.hosts = {"localhost", *(h.strip().lower() for h in hosts if h.strip())}
+
+    def _allowed_name(self, name: str) -> bool:
+        return name in self.hosts or name.endswith(".localhost") or _is_loopback(name)
+
+    def _refusal(self, scope: Scope) -> tuple[str, str] | None:
+        """(code, message) when the request may not use open mode."""
+        client = scope.get("client")
+        # A proxy on this host is a loopback peer: whoever it forwards for must be too.
+        addresses = [client[0]] if client is not None else []
+        addresses += _forwarded_for(scope["headers"])
+        if not all(_is_loopback(address) for address in addresses):
+            return (
+                "open_mode",
+                "this service has no API keys configured, so it answers only on loopback; "
+                "set LATENTQ_API_KEYS (or LATENTQ_ALLOW_OPEN=true behind a proxy that "
+                "authenticates)",
+            )
+        headers = {name: value.decode("latin-1") for name, value in scope["headers"]}
+        host = headers.get(b"host")
+        if host is not None and not self._allowed_name(_host_name(host.strip())):
+            return (
+                "host_not_allowed",
+                f"this service has no API keys configured, so it answers only to loopback "
+                f"names such as localhost, not {host!r}; add the name to LATENTQ_OPEN_HOSTS "
+                "if it is this machine's",
+            )
+        origin = headers.get(b"origin")
+        if origin is not None and (host is None or urlsplit(origin.strip()).netloc != host.strip()):
+            return (
+                "cross_origin",
+                f"this service has no API keys configured, so it answers no other web page "
+                f"(Origin {origin!r}); use the playground it serves, or a client that is not "
+                "a browser",
+            )
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.enabled and scope["type"] == "http" and scope["path"].startswith("/v1"):
-            client = scope.get("client")
-            # A proxy on this host is a loopback peer: whoever it forwards for must be too.
-            addresses = [client[0]] if client is not None else []
-            addresses += _forwarded_for(scope["headers"])
-            if not all(_is_loopback(address) for address in addresses):
-                response = envelope(
-                    403,
-                    "open_mode",
-                    "this service has no API keys configured, so it answers only on loopback; "
-                    "set LATENTQ_API_KEYS (or LATENTQ_ALLOW_OPEN=true behind a proxy that "
-                    "authenticates)",
-                )
-                await response(scope, receive, send)
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await envelope(403, *refusal)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -151,7 +151,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             "one (X-Forwarded-For: 127.0.0.1): set it to your proxy's address, or set "
             "LATENTQ_API_KEYS"
         )
-    app.add_middleware(OpenModeGuard, enabled=open_mode)
+    app.add_middleware(OpenModeGuard, enabled=open_mode, hosts=settings.open_hosts.split(","))
     app.add_middleware(MetricsMiddleware)
     # Outermost: the request id is set before anything else logs.
     app.add_middleware(RequestIdMiddleware)

@@ -21,6 +21,10 @@ class AppSettings(Settings):
     allow_open: bool = False
     """Without API keys, answer `/v1` from any address (behind a proxy that authenticates)."""
 
+    open_hosts: str = ""
+    """Without API keys: host names of this machine, besides loopback ones, that requests
+    may address (comma-separated). Any other `Host` is refused (DNS rebinding)."""
+
     forwarded_allow_ips: str = Field(
         default="127.0.0.1",
         validation_alias=AliasChoices("FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),

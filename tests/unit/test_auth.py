@@ -124,3 +124,57 @@ def test_forwarded_allow_ips_is_uvicorns_variable(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
     with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
         create_app(AppSettings(api_keys="", allow_open=False))
+
+
+# ---- open mode: Host and Origin --------------------------------------------------------------
+
+
+def local_client(**settings: object) -> TestClient:
+    app = create_app(AppSettings(api_keys="", allow_open=False, **settings))  # type: ignore[arg-type]
+    return TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 41000))
+
+
+@pytest.mark.parametrize("host", ["rebound.example:8000", "rebound.example", "10.0.0.5:8000"])
+def test_open_mode_refuses_other_host_names(host: str) -> None:
+    """DNS rebinding: a web page's own name, made to resolve to 127.0.0.1, arrives as Host."""
+    response = local_client().get("/v1/models", headers={"Host": host})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "host_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://attacker.example", "null", "http://127.0.0.1:9999", "http://localhost:8000"]
+)
+def test_open_mode_refuses_cross_origin_requests(origin: str) -> None:
+    """A cross-site form post (or fetch) from a web page carries the page's Origin."""
+    response = local_client().post(
+        "/v1/jobs",
+        headers={"Origin": origin},
+        files={"params": (None, '{"type": "txt2img", "prompt": "x"}')},
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "cross_origin"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Host": "localhost:8000"},
+        {"Host": "[::1]:8000"},
+        {"Host": "127.0.0.1:8000", "Origin": "http://127.0.0.1:8000"},
+        {"Host": "localhost", "Origin": "http://localhost"},
+        {"Host": "gpu-box.lan:8000", "Origin": "http://gpu-box.lan:8000"},
+    ],
+)
+def test_open_mode_answers_its_own_names_and_origin(headers: dict[str, str]) -> None:
+    client = local_client(open_hosts="gpu-box.lan")
+    # No route: the guard let it through to the router (no Redis is needed for a 404).
+    assert client.post("/v1/nowhere", headers=headers).status_code == 404
+
+
+def test_with_keys_host_and_origin_are_not_checked() -> None:
+    app = create_app(AppSettings(api_keys=f"alice:{hash_key('k')}"))
+    client = TestClient(app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 41000))
+    headers = {"Host": "api.example.com", "Origin": "https://app.example.com"}
+    assert client.post("/v1/nowhere", headers=headers).status_code == 404

@@ -113,7 +113,9 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         )
         log.info("serving models %s; redis %s; %s", ids, settings.redis_url, where)
         await state.hub.start()
-        dispatcher = Dispatcher(Outbox(state.redis), settings)
+        # A claimed delivery is hidden from other replicas for longer than it may take.
+        outbox = Outbox(state.redis, lease_s=max(60, 2 * settings.webhook_timeout_s))
+        dispatcher = Dispatcher(outbox, settings)
         tasks = [
             asyncio.create_task(
                 sweep_forever(state.storage, settings.job_ttl_s, settings.retention_sweep_s),
@@ -127,7 +129,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
-            dispatcher.close()
+            await dispatcher.close()
             await state.hub.stop()
             state.redis.close()
 

@@ -74,8 +74,16 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(default=5.0, gt=0)
     """Wait before the first retry; it doubles with each further one."""
 
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
-    """How long a receiver has to answer one delivery."""
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """How long one delivery may take in all (connect, send, the answer's status and
+    headers; its body is never read)."""
+
+    webhook_concurrency: int = Field(default=32, ge=1, le=1024)
+    """Deliveries each API replica sends at once."""
+
+    webhook_per_host: int = Field(default=4, ge=1)
+    """Deliveries each API replica sends to one receiving host at once; more wait their turn,
+    so a slow host delays only its own."""
 
     lease_s: float = Field(default=15.0, ge=1)
     """A running job's lease: renewed at each step; once it runs out, the job is taken to

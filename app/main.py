@@ -111,7 +111,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             if settings.storage == "s3"
             else f"files in {settings.data_dir.resolve()}"
         )
-        log.info("serving models %s; redis %s; %s", ids, settings.redis_url, where)
+        redis_url = logs.mask_url(settings.redis_url)
+        log.info("serving models %s; redis %s; %s", ids, redis_url, where)
         await state.hub.start()
         # A claimed delivery is hidden from other replicas for longer than it may take.
         outbox = Outbox(state.redis, lease_s=max(60, 2 * settings.webhook_timeout_s))

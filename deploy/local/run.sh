@@ -79,7 +79,8 @@ start api "$bin/uvicorn" --factory app.main:create_app --host "$host" --port "$p
 
 echo "latentq: http://$host:$port   (API docs: /docs, models: /v1/models)"
 echo "worker metrics: http://127.0.0.1:$LATENTQ_METRICS_PORT/metrics"
-echo "logs: $var/log/{redis,worker,api}.log   redis: $LATENTQ_REDIS_URL   Ctrl-C stops everything"
+shown_redis=$(sed -E 's#(://[^:/@]*:)[^/]*@#\1***@#' <<<"$LATENTQ_REDIS_URL")  # no password on screen
+echo "logs: $var/log/{redis,worker,api}.log   redis: $shown_redis   Ctrl-C stops everything"
 # Stop everything as soon as any one process exits.
 wait -n "${pids[@]}"
 echo "a process exited; see $var/log/"

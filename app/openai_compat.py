@@ -45,7 +45,7 @@ IGNORED = {
 OWN = {"seed", "steps", "guidance_scale", "negative_prompt", "scheduler", "priority"}
 """Our own fields, accepted as extensions (`extra_body` in OpenAI's SDKs)."""
 
-_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+_SIZE = re.compile(r"^([0-9]{2,5})x([0-9]{2,5})$")
 
 
 class Unsupported(InvalidRequest):

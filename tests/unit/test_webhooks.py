@@ -101,3 +101,5 @@ def test_signature_round_trip_and_tolerance() -> None:
     assert not verify(secret, str(now), body + b"x", header)
     assert not verify(secret, str(now - 3600), body, signature(secret, now - 3600, body))
     assert not verify(secret, "soon", body, header)
+    assert not verify(secret, "²", body, header)
+    assert not verify(secret, "1" * 5000, body, header)

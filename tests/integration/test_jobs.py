@@ -98,6 +98,18 @@ def test_png_carries_the_generation_parameters(api: httpx.Client) -> None:
     assert meta["job_id"] == job["id"]
 
 
+def test_a_long_non_ascii_prompt_in_jpeg(api: httpx.Client) -> None:
+    """The longest prompts, all characters outside the BMP, still fit a JPEG's comment."""
+    prompt, negative = "\U0001f98a" * 4000, "\u00e9\U0001f30a" * 2000
+    job = run(
+        api, type="txt2img", prompt=prompt, negative_prompt=negative, output_format="jpeg", **FAST
+    )
+    image, _ = fetch(api, job["result"]["images"][0]["url"])
+    meta = json.loads(image.info["comment"].decode())
+    assert meta["prompt"] == prompt and meta["negative_prompt"] == negative
+    assert meta["job_id"] == job["id"]
+
+
 def test_inpaint_keeps_pixels_outside_the_mask(api: httpx.Client) -> None:
     original = noise_image(96, 80, seed=3)
     mask = np.zeros((80, 96), dtype=np.uint8)

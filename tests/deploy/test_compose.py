@@ -137,6 +137,8 @@ def test_worker_has_a_gpu_and_its_volumes() -> None:
     env = worker["environment"]
     assert env["LATENTQ_DEVICE"].startswith("cuda")
     assert env["LATENTQ_METRICS_PORT"] == "9100"
+    # Prometheus scrapes worker:9100 from another container (deploy/prometheus).
+    assert env["LATENTQ_METRICS_HOST"] == "0.0.0.0"
     assert depends(worker, "redis", "service_healthy")
     volumes = mounts(worker)
     assert volumes["/models"]["type"] == "volume"

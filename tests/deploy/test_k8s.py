@@ -243,6 +243,31 @@ def test_ingress_reaches_the_api(rendered: dict[str, Docs]) -> None:
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-body-size"].rstrip("m")) >= 48
 
 
+def ingress_routes(ingress: dict[str, Any], path: str) -> bool:
+    """Whether the Ingress sends `path` to a backend (Kubernetes' Exact and Prefix rules:
+    a Prefix matches whole path elements)."""
+    for rule in ingress["spec"]["rules"]:
+        for entry in rule["http"]["paths"]:
+            prefix, kind = entry["path"], entry["pathType"]
+            if kind == "Exact" and path == prefix:
+                return True
+            elements = prefix.rstrip("/").split("/")
+            if kind == "Prefix" and path.split("/")[: len(elements)] == elements:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_keeps_metrics_and_docs_in_the_cluster(
+    rendered: dict[str, Docs], overlay: str
+) -> None:
+    ingress = find(rendered[overlay], "Ingress", "latentq-api")
+    for path in ("/", "/v1/jobs", "/v1/files/jobs/x/0.png", "/static/js/main.js"):
+        assert ingress_routes(ingress, path), path
+    for path in ("/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"):
+        assert not ingress_routes(ingress, path), f"{path} is reachable through the Ingress"
+
+
 # ---- the pieces ----------------------------------------------------------------------------
 
 
@@ -280,6 +305,8 @@ def test_worker(rendered: dict[str, Docs], overlay: str, tmp_path: Path) -> None
     assert ports.get(probe["port"], probe["port"]) == 9100
     env = env_of(docs, worker)
     assert env["LATENTQ_METRICS_PORT"] == "9100"
+    # The probes above and Prometheus reach the pod's address, not its loopback.
+    assert env["LATENTQ_METRICS_HOST"] == "0.0.0.0"
     timeout = int(env.get("LATENTQ_JOB_TIMEOUT_S", job_timeout_default()))
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > timeout
     # The worker and the API read the same catalogue.

@@ -269,3 +269,19 @@ def test_presigned_bucket_urls_reach_minio_read_only(proxy: int) -> None:
         assert response.status == 403, method
         assert body["error"]["code"] == "forbidden"
     connection.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/metrics", "/metrics?x=1", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"],
+)
+def test_metrics_and_docs_are_not_proxied_to_the_world(proxy: int, path: str) -> None:
+    """Prometheus scrapes each replica directly on the stack's network; through the public
+    entry point these are not found."""
+    connection = http.client.HTTPConnection("127.0.0.1", proxy, timeout=5)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    assert response.status == 404, f"{path} reached the API"
+    assert body["error"]["code"] == "not_found"
+    connection.close()

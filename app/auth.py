@@ -82,6 +82,17 @@ def caller(request: Request) -> str:
 CallerDep = Annotated[str, Depends(caller)]
 
 
+def operator(request: Request) -> bool:
+    """Whether the caller is the service's operator, who may see which worker (host and
+    process) ran a job. In open mode on loopback every caller is on this machine; with API
+    keys no key is one (keys have no such scope), nor in open mode behind a proxy."""
+    state = request.app.state.latentq
+    return not state.keys.enabled and not state.settings.allow_open
+
+
+OperatorDep = Annotated[bool, Depends(operator)]
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -332,8 +332,9 @@ class JobService:
             raise JobNotFound(f"no job {job_id!r} (jobs are kept for a limited time)")
         return record
 
-    def view(self, record: JobRecord, base_url: str) -> dict[str, Any]:
-        """The Job object of API.md, with fresh signed URLs."""
+    def view(self, record: JobRecord, base_url: str, operator: bool = False) -> dict[str, Any]:
+        """The Job object of API.md, with fresh signed URLs (and, for the `operator`, the
+        worker that runs or ran it)."""
         position = None
         if record.status is JobStatus.QUEUED:
             priority = Priority(record.params.get("priority", Priority.NORMAL))
@@ -344,6 +345,7 @@ class JobService:
             base_url=self.settings.public_url or base_url,
             url_ttl_s=self.settings.url_ttl_s,
             queue_position=position,
+            show_worker=operator,
         )
 
     def cancel(self, job_id: str, caller: str | None = None) -> JobRecord:
@@ -377,7 +379,8 @@ class JobService:
         )
         return record
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self, operator: bool = False) -> list[dict[str, Any]]:
+        """The catalogue with its live workers; only the `operator` sees their names."""
         workers = live_workers(self.queues.redis)
         return [
             {
@@ -403,7 +406,7 @@ class JobService:
                 "workers": len(workers.get(m.id, [])),
                 # How the live workers run it: device, dtype, attention kernels, compile...
                 "runtime": [
-                    {"worker": w.get("name"), **w["runtime"][m.id]}
+                    {"worker": w.get("name") if operator else None, **w["runtime"][m.id]}
                     for w in workers.get(m.id, [])
                     if isinstance(w.get("runtime"), dict) and m.id in w["runtime"]
                 ],

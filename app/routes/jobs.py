@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.auth import CallerDep
+from app.auth import CallerDep, OperatorDep
 from app.deps import JobsDep, StateDep
 from app.metrics import JOBS_SUBMITTED
 from app.responses import FastJSONResponse, loads
@@ -112,7 +112,9 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
 
 
 @router.post("", status_code=202, openapi_extra=_SUBMIT_SCHEMA)
-async def submit_job(request: Request, state: StateDep, caller: CallerDep) -> JSONResponse:
+async def submit_job(
+    request: Request, state: StateDep, caller: CallerDep, operator: OperatorDep
+) -> JSONResponse:
     """Submit a job: 202 with the Job and its Location; with `Prefer: wait=N`, 200 with the
     finished Job if it ends within N seconds (at most 60)."""
     jobs = state.jobs
@@ -133,21 +135,27 @@ async def submit_job(request: Request, state: StateDep, caller: CallerDep) -> JS
         headers["Preference-Applied"] = f"wait={wait_s}"
         if wait_s > 0:
             record = await wait_for_end(state.hub, jobs, record, wait_s)
-    view = await run_in_threadpool(jobs.view, record, str(request.base_url))
+    view = await run_in_threadpool(jobs.view, record, str(request.base_url), operator)
     status = 200 if record.status.is_terminal() else 202
     return FastJSONResponse(view, status_code=status, headers=headers)
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, request: Request, jobs: JobsDep, caller: CallerDep) -> JSONResponse:
+def get_job(
+    job_id: str, request: Request, jobs: JobsDep, caller: CallerDep, operator: OperatorDep
+) -> JSONResponse:
     """The Job, or 404."""
-    return FastJSONResponse(jobs.view(jobs.get(job_id, caller), str(request.base_url)))
+    record = jobs.get(job_id, caller)
+    return FastJSONResponse(jobs.view(record, str(request.base_url), operator))
 
 
 @router.delete("/{job_id}")
-def cancel_job(job_id: str, request: Request, jobs: JobsDep, caller: CallerDep) -> JSONResponse:
+def cancel_job(
+    job_id: str, request: Request, jobs: JobsDep, caller: CallerDep, operator: OperatorDep
+) -> JSONResponse:
     """Cancel: a queued job never runs, a running one stops at its next step; 409 once ended."""
-    return FastJSONResponse(jobs.view(jobs.cancel(job_id, caller), str(request.base_url)))
+    record = jobs.cancel(job_id, caller)
+    return FastJSONResponse(jobs.view(record, str(request.base_url), operator))
 
 
 def _existing_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> str:
@@ -158,7 +166,10 @@ def _existing_job(job_id: str, jobs: JobsDep, caller: CallerDep) -> str:
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
 async def job_events(
-    job_id: Annotated[str, Depends(_existing_job)], request: Request, state: StateDep
+    job_id: Annotated[str, Depends(_existing_job)],
+    request: Request,
+    state: StateDep,
+    operator: OperatorDep,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `state` (the Job, while it has not ended), a `progress` per step,
     then one final event named after the end status with the whole Job; then it closes."""
@@ -168,7 +179,7 @@ async def job_events(
             yield ServerSentEvent(event="progress", data=update.progress)
             continue
         assert update.record is not None
-        view = await run_in_threadpool(state.jobs.view, update.record, base_url)
+        view = await run_in_threadpool(state.jobs.view, update.record, base_url, operator)
         if update.record.status.is_terminal():
             yield ServerSentEvent(event=update.record.status.value, data=view)
             return

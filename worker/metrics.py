@@ -124,7 +124,5 @@ def serve(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), _Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    log.info(
-        "metrics and readiness on %s:%d (/metrics, /readyz)", host, server.server_address[1]
-    )
+    log.info("metrics and readiness on %s:%d (/metrics, /readyz)", host, server.server_address[1])
     return server

@@ -410,3 +410,12 @@ def test_odd_prefer_waits_never_crash(api: httpx.Client, prefer: str) -> None:
     assert response.status_code in (200, 202), response.text
     applied = response.headers.get("preference-applied")
     assert applied in (None, "wait=60", "wait=5"), applied
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_prompts_that_are_not_text_are_refused(api: httpx.Client, field: str) -> None:
+    """A lone surrogate is valid (escaped) JSON but no text: refused at submit, rather than
+    failing the job's output after its GPU work."""
+    body = json.dumps({**OK, field: "a fox \ud83e"})  # escaped: the bytes are plain ASCII
+    response = api.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    envelope(response, 422, field)

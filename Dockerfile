@@ -61,8 +61,9 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "/usr/local/bin/latentq-healthcheck", "http://127.0.0.1:8000/healthz"]
-# Behind a proxy, uvicorn trusts X-Forwarded-* only from FORWARDED_ALLOW_IPS (default
-# 127.0.0.1): docker-compose.yml and the Kubernetes manifests set it.
+# Behind a proxy, uvicorn believes X-Forwarded-* only from FORWARDED_ALLOW_IPS (default
+# 127.0.0.1): docker-compose.yml and the Kubernetes manifests set it to their proxy's
+# address. Never "*", which lets a client name its own address (open mode refuses it).
 CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000", \
      "--proxy-headers"]
 

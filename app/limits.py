@@ -22,7 +22,8 @@ class BodyLimitMiddleware:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
-                if value.isdigit() and int(value) > self.limit:
+                # bytes.isdigit() is ASCII-only; a length past any limit is not converted.
+                if value.isdigit() and (len(value) > 18 or int(value) > self.limit):
                     response = envelope(
                         413,
                         PayloadTooLarge.code,

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import errors
-from app.auth import KeyRing, OpenModeGuard
+from app.auth import KeyRing, OpenModeGuard, trusts_every_forwarder
 from app.deps import State
 from app.events import EventHub
 from app.fairness import OpenHolds, QueueShares
@@ -126,9 +126,12 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             if settings.storage == "s3"
             else f"files in {settings.data_dir.resolve()}"
         )
-        log.info("serving models %s; redis %s; %s", ids, settings.redis_url, where)
+        redis_url = logs.mask_url(settings.redis_url)
+        log.info("serving models %s; redis %s; %s", ids, redis_url, where)
         await state.hub.start()
-        dispatcher = Dispatcher(Outbox(state.redis), settings)
+        # A claimed delivery is hidden from other replicas for longer than it may take.
+        outbox = Outbox(state.redis, lease_s=max(60, 2 * settings.webhook_timeout_s))
+        dispatcher = Dispatcher(outbox, settings)
         tasks = [
             asyncio.create_task(
                 sweep_forever(state.storage, settings.job_ttl_s, settings.retention_sweep_s),
@@ -144,7 +147,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
-            dispatcher.close()
+            await dispatcher.close()
             await state.hub.stop()
             if state.holds is not None:
                 await state.holds.redis.aclose()
@@ -163,7 +166,14 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.get("/", include_in_schema=False)(lambda: FileResponse(STATIC_DIR / "index.html"))
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     open_mode = not KeyRing(settings.api_keys).enabled and not settings.allow_open
-    app.add_middleware(OpenModeGuard, enabled=open_mode)
+    if open_mode and trusts_every_forwarder(settings.forwarded_allow_ips):
+        raise ValueError(
+            "no API keys are configured, so the service answers loopback clients only, but "
+            f"FORWARDED_ALLOW_IPS={settings.forwarded_allow_ips!r} lets any client claim to be "
+            "one (X-Forwarded-For: 127.0.0.1): set it to your proxy's address, or set "
+            "LATENTQ_API_KEYS"
+        )
+    app.add_middleware(OpenModeGuard, enabled=open_mode, hosts=settings.open_hosts.split(","))
     app.add_middleware(MetricsMiddleware)
     # Outermost: the request id is set before anything else logs.
     app.add_middleware(RequestIdMiddleware)

@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from app.service import Submission
+from jobs import defaults
 from jobs.errors import InvalidImage, InvalidRequest, LatentqError
 
 OPENAI_MODELS = (
@@ -44,7 +45,7 @@ IGNORED = {
 OWN = {"seed", "steps", "guidance_scale", "negative_prompt", "scheduler", "priority"}
 """Our own fields, accepted as extensions (`extra_body` in OpenAI's SDKs)."""
 
-_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+_SIZE = re.compile(r"^([0-9]{2,5})x([0-9]{2,5})$")
 
 
 class Unsupported(InvalidRequest):
@@ -140,12 +141,20 @@ def generation(body: dict[str, Any]) -> tuple[Submission, str]:
     return Submission(fields=job, files={}), response_format
 
 
-def edit(form: dict[str, Any], images: list[bytes], mask: bytes | None) -> tuple[Submission, str]:
-    """An inpaint submit from an images.edit request (transparent in the mask = repaint)."""
+def edit(
+    form: dict[str, Any], images: list[bytes], mask: bytes | None, *, max_pixels: int
+) -> tuple[Submission, str]:
+    """An inpaint submit from an images.edit request (transparent in the mask = repaint).
+
+    Decodes, resizes and encodes images: call it in the thread pool. The size asked for is
+    checked against the input limits before any of that (a resize to 99999x99999 would
+    take tens of gigabytes)."""
     if len(images) != 1:
         raise InvalidRequest("send exactly one image to edit", param="image")
     fields = dict(form)
     size = _size(fields.pop("size", None))
+    if size is not None:
+        _check_edit_size(size, max_pixels)
     job, response_format = _common(fields, "inpaint")
     source = _open(images[0], "image")
     if mask is not None:
@@ -166,6 +175,19 @@ def edit(form: dict[str, Any], images: list[bytes], mask: bytes | None) -> tuple
         repaint = repaint.resize(size, Image.Resampling.NEAREST)
     files = {"image": _png(rgb), "mask": _png(repaint)}
     return Submission(fields=job, files=files), response_format
+
+
+def _check_edit_size(size: tuple[int, int], max_pixels: int) -> None:
+    low, high = defaults.SIZE_MIN, defaults.SIZE_MAX
+    width, height = size
+    if not (low <= width <= high and low <= height <= high):
+        raise InvalidRequest(
+            f"size {width}x{height}: each side must be {low} to {high} pixels", param="size"
+        )
+    if width * height > max_pixels:
+        raise InvalidRequest(
+            f"size {width}x{height} is more than {max_pixels} pixels", param="size"
+        )
 
 
 def _open(data: bytes, field: str) -> Image.Image:

@@ -19,7 +19,7 @@ from app.settings import AppSettings
 from jobs import defaults, logs
 from jobs.catalog import SCHEDULER_MIN_STEPS, Catalog, ModelEntry
 from jobs.errors import InvalidRequest, JobNotCancelable, JobNotFound, ModelNotFound
-from jobs.idempotency import IdempotencyKeys, fingerprint
+from jobs.idempotency import IdempotencyKeyPending, IdempotencyKeys, fingerprint
 from jobs.images import InputImage, decode_base64, load_image
 from jobs.protocol import (
     IMAGE_FIELDS,
@@ -43,6 +43,13 @@ from jobs.webhooks import check_url, notify, resolve
 
 log = logging.getLogger(__name__)
 
+IDEMPOTENCY_WAIT_S = 5.0
+"""How long a retry waits for an earlier request with its Idempotency-Key to make its job
+(storing a large input can take seconds) before it is answered 409."""
+
+IDEMPOTENCY_RETRY_AFTER_S = 2
+"""`Retry-After` of that 409."""
+
 
 @dataclass
 class Submission:
@@ -65,6 +72,8 @@ class Accepted:
 
 
 class JobService:
+    idempotency_wait_s = IDEMPOTENCY_WAIT_S
+
     def __init__(
         self,
         settings: AppSettings,
@@ -102,30 +111,43 @@ class JobService:
         key = submission.idempotency_key
         if key is not None:
             print_ = fingerprint(submission.fields, submission.files)
-            claim = self.idempotency.claim(submission.caller, key, print_, job_id)
-            if claim.replay:
-                earlier = self._earlier(claim.job_id)
-                if earlier is not None:
-                    return Accepted(earlier, replay=True)
-                # The first job has expired: this request starts afresh under the key.
-                self.idempotency.forget(submission.caller, key)
-                return self.submit(submission)
+            earlier = self._claim(submission.caller, key, print_, job_id)
+            if earlier is not None:
+                return Accepted(earlier, replay=True)
         try:
             record = self._enqueue(job_id, params, model, images, work, submission.caller)
-        except Exception:
+        except BaseException:
             if key is not None:
                 self.idempotency.release(submission.caller, key, job_id)
             raise
+        if key is not None and not self.idempotency.settle(submission.caller, key, print_, job_id):
+            log.warning("job %s: its Idempotency-Key claim lapsed before the job was made", job_id)
         return Accepted(record)
 
-    def _earlier(self, job_id: str) -> JobRecord | None:
-        # A concurrent first request may hold the key but not yet have written its record.
-        deadline = time.monotonic() + 2.0
+    def _claim(self, caller: str, key: str, print_: str, job_id: str) -> JobRecord | None:
+        """Take the key for `job_id` (None), or the earlier job that holds it. While the
+        earlier request is still making its job, wait up to `idempotency_wait_s` for it;
+        past that, `IdempotencyKeyPending` (409) tells the client when to come back."""
+        deadline = time.monotonic() + self.idempotency_wait_s
         while True:
-            record = self.store.get(job_id)
-            if record is not None or time.monotonic() > deadline:
-                return record
-            time.sleep(0.02)
+            claim = self.idempotency.claim(caller, key, print_, job_id)
+            if not claim.replay:
+                return None
+            if not claim.pending:
+                earlier = self.store.get(claim.job_id)
+                if earlier is not None:
+                    return earlier
+                # The first job has expired: this request starts afresh under the key.
+                self.idempotency.drop(caller, key, claim)
+                continue
+            if time.monotonic() > deadline:
+                raise IdempotencyKeyPending(
+                    "an earlier request with this Idempotency-Key is still being submitted; "
+                    "retry shortly with the same key to get its job",
+                    param="Idempotency-Key",
+                    headers={"Retry-After": str(IDEMPOTENCY_RETRY_AFTER_S)},
+                )
+            time.sleep(0.05)
 
     def _work(self, params: AnyParams, images: dict[str, InputImage]) -> float:
         """The job's work in megapixel-steps, refused past the configured cap."""
@@ -325,8 +347,9 @@ class JobService:
             raise JobNotFound(f"no job {job_id!r} (jobs are kept for a limited time)")
         return record
 
-    def view(self, record: JobRecord, base_url: str) -> dict[str, Any]:
-        """The Job object of API.md, with fresh signed URLs."""
+    def view(self, record: JobRecord, base_url: str, operator: bool = False) -> dict[str, Any]:
+        """The Job object of API.md, with fresh signed URLs (and, for the `operator`, the
+        worker that runs or ran it)."""
         position = None
         if record.status is JobStatus.QUEUED:
             priority = Priority(record.params.get("priority", Priority.NORMAL))
@@ -337,6 +360,7 @@ class JobService:
             base_url=self.settings.public_url or base_url,
             url_ttl_s=self.settings.url_ttl_s,
             queue_position=position,
+            show_worker=operator,
         )
 
     def cancel(self, job_id: str, caller: str | None = None) -> JobRecord:
@@ -370,7 +394,8 @@ class JobService:
         )
         return record
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self, operator: bool = False) -> list[dict[str, Any]]:
+        """The catalogue with its live workers; only the `operator` sees their names."""
         workers = live_workers(self.queues.redis)
         return [
             {
@@ -398,7 +423,7 @@ class JobService:
                 "workers": len(workers.get(m.id, [])),
                 # How the live workers run it: device, dtype, attention kernels, compile...
                 "runtime": [
-                    {"worker": w.get("name"), **w["runtime"][m.id]}
+                    {"worker": w.get("name") if operator else None, **w["runtime"][m.id]}
                     for w in workers.get(m.id, [])
                     if isinstance(w.get("runtime"), dict) and m.id in w["runtime"]
                 ],

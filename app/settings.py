@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from jobs.settings import Settings
 
@@ -32,6 +32,17 @@ class AppSettings(Settings):
 
     allow_open: bool = False
     """Without API keys, answer `/v1` from any address (behind a proxy that authenticates)."""
+
+    open_hosts: str = ""
+    """Without API keys: host names of this machine, besides loopback ones, that requests
+    may address (comma-separated). Any other `Host` is refused (DNS rebinding)."""
+
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
+    )
+    """uvicorn's own variable: the proxies whose `X-Forwarded-For` it believes (with
+    `--proxy-headers`). Open mode refuses to start when it trusts everyone (`*`)."""
 
     rate_limit_per_min: float = Field(default=120, ge=0)
     """Submits per minute per key, shared by all replicas (0: no limit)."""

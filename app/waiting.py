@@ -23,15 +23,21 @@ reconnect), so they can be late but never stuck."""
 
 WAIT_MAX_S = 60
 
-_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]+)(?![0-9])", re.IGNORECASE)
 
 
 def prefer_wait(header: str | None) -> int | None:
-    """Seconds from a `Prefer: wait=N` header (RFC 7240), capped at 60; None when absent."""
+    """Seconds from a `Prefer: wait=N` header (RFC 7240), capped at 60; None when absent.
+
+    N is ASCII digits only, and one too long to matter is not converted (`int()` refuses
+    more than 4,300 digits)."""
     if not header:
         return None
     match = _WAIT.search(header)
-    return min(int(match.group(1)), WAIT_MAX_S) if match else None
+    if match is None:
+        return None
+    digits = match.group(1)
+    return WAIT_MAX_S if len(digits) > 4 else min(int(digits), WAIT_MAX_S)
 
 
 @dataclass

@@ -6,6 +6,7 @@ environment first.
 
 import os
 import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -74,8 +75,16 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(default=5.0, gt=0)
     """Wait before the first retry; it doubles with each further one."""
 
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
-    """How long a receiver has to answer one delivery."""
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """How long one delivery may take in all (connect, send, the answer's status and
+    headers; its body is never read)."""
+
+    webhook_concurrency: int = Field(default=32, ge=1, le=1024)
+    """Deliveries each API replica sends at once."""
+
+    webhook_per_host: int = Field(default=4, ge=1)
+    """Deliveries each API replica sends to one receiving host at once; more wait their turn,
+    so a slow host delays only its own."""
 
     lease_s: float = Field(default=15.0, ge=1)
     """A running job's lease: renewed at each step; once it runs out, the job is taken to
@@ -136,22 +145,33 @@ def _check_secret(name: str, value: str) -> None:
 
 
 def _persisted_key(path: Path) -> bytes:
-    if path.exists():
-        return path.read_bytes().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_hex(32).encode())
-    # link() is atomic and refuses to replace: when an API and a worker start together,
-    # both end up with whichever key landed first.
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return path.read_bytes().strip()
+    """The key kept in `path`, made there first if there is none.
+
+    Several processes may start together on one shared volume, each of them PID 1 in its
+    container: each writes its candidate through a temp file of its own (random name,
+    created exclusively), then links it into place. link() is atomic and never replaces, so
+    all of them end up with whichever key landed first, never with a half-written one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_hex(32).encode())
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    key = path.read_bytes().strip()
+    if len(key) < 32:
+        raise ValueError(
+            f"{path} holds no usable key ({len(key)} bytes); delete it to have a new one made "
+            "(URLs signed with the old one stop working), or set the secret explicitly"
+        )
+    return key
 
 
 @lru_cache

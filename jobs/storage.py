@@ -23,6 +23,8 @@ from jobs.errors import FileNotFound, Forbidden
 from jobs.settings import Settings
 
 _KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$")
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+"""A signed URL's expiry: unix seconds, as signed_path writes them."""
 
 FILES_ROUTE = "/v1/files/"
 
@@ -128,10 +130,13 @@ class LocalStorage:
         query = f"expires={expires}&sig={self._signature(key, expires)}"
         return f"{FILES_ROUTE}{quote(check_key(key))}?{query}"
 
-    def verify(self, key: str, expires: str, sig: str, now: float | None = None) -> None:
-        """Raise unless `sig` signs `key` until `expires` and that time has not passed."""
+    def verify(self, key: str, expires: str, sig: str, now: float | None = None) -> int:
+        """Raise unless `sig` signs `key` until `expires` and that time has not passed; the
+        expiry, in unix seconds."""
         check_key(key)
-        if not expires.isdigit() or not hmac.compare_digest(
+        # ASCII digits, bounded, before int(): str.isdigit() takes "²", int() refuses it (and
+        # anything past 4,300 digits).
+        if _EXPIRES.fullmatch(expires) is None or not hmac.compare_digest(
             self._signature(key, int(expires)).encode(), sig.encode()
         ):
             raise Forbidden("this file URL's signature is not valid", code="invalid_signature")
@@ -139,6 +144,7 @@ class LocalStorage:
             raise Forbidden(
                 "this file URL has expired; fetch the job again for fresh URLs", code="url_expired"
             )
+        return int(expires)
 
 
 def content_type(key: str) -> str:

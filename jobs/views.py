@@ -16,8 +16,10 @@ def job_view(
     base_url: str,
     url_ttl_s: int,
     queue_position: int | None = None,
+    show_worker: bool = False,
 ) -> dict[str, Any]:
-    """The public Job: image URLs signed afresh for `url_ttl_s`, behind `base_url`."""
+    """The public Job: image URLs signed afresh for `url_ttl_s`, behind `base_url`. `worker`
+    (a host name and PID by default) is null unless `show_worker`: for the operator only."""
     base = base_url.rstrip("/")
     result = None
     if record.status is JobStatus.SUCCEEDED and record.images is not None:
@@ -43,7 +45,7 @@ def job_view(
         "result": result,
         "error": record.error.model_dump() if record.error else None,
         "timings": record.timings,
-        "worker": record.worker,
+        "worker": record.worker if show_worker else None,
         "attempts": record.attempts,
     }
 

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import socket
 import time
@@ -47,9 +48,35 @@ class WebhookRefused(InvalidRequest):
     code = "webhook_refused"
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+"""The well-known NAT64 prefix (RFC 6052): a translator on the path turns the last 32 bits
+into the IPv4 address it connects to."""
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+"""Local-use NAT64 (RFC 8215): a site's own translator, with a prefix length of its choice,
+so the embedded IPv4 address cannot be told; never public."""
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, which the packets may end up at."""
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    found = [address.sixtofour] if address.sixtofour is not None else []
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if any(address in net for net in (_NAT64, _IPV4_COMPATIBLE, _IPV4_TRANSLATED)):
+        found.append(low32)
+    return found
+
+
 def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return _is_public(address.ipv4_mapped)
+        if address in _NAT64_LOCAL:
+            return False
+        if not all(_is_public(inner) for inner in _embedded_ipv4(address)):
+            return False
     return address.is_global and not address.is_multicast
 
 
@@ -97,6 +124,9 @@ def signature(secret: bytes, timestamp: int, body: bytes) -> str:
     return "v1=" + mac.hexdigest()
 
 
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
 def verify(
     secret: bytes,
     timestamp: str,
@@ -106,7 +136,9 @@ def verify(
     now: float | None = None,
 ) -> bool:
     """What a receiver does: check the signature, and that the timestamp is recent."""
-    if not timestamp.isdigit() or abs((now or time.time()) - int(timestamp)) > tolerance_s:
+    if _TIMESTAMP.fullmatch(timestamp) is None:  # not str.isdigit(), which takes "²"
+        return False
+    if abs((now or time.time()) - int(timestamp)) > tolerance_s:
         return False
     expected = signature(secret, int(timestamp), body)
     return any(hmac.compare_digest(expected, part.strip()) for part in header.split(","))

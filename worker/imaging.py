@@ -108,11 +108,15 @@ def working_size(width: int, height: int) -> tuple[int, int]:
     return (-(-width // step) * step, -(-height // step) * step)
 
 
+JPEG_COMMENT_MAX = 65_533
+"""Most bytes of a JPEG comment (a COM segment's length field counts itself)."""
+
+
 def encode(image: Image.Image, fmt: OutputFormat, metadata: dict[str, Any]) -> bytes:
     """Encode an output image with its generation parameters embedded.
 
-    PNG: `tEXt` chunks `parameters` (JSON) and `Software`; JPEG: a comment; WebP: EXIF
-    ImageDescription.
+    PNG: `tEXt` chunks `parameters` (JSON) and `Software`; JPEG: a comment (UTF-8 JSON, cut
+    to fit); WebP: EXIF ImageDescription.
     """
     text = json.dumps(metadata, separators=(",", ":"), sort_keys=True)
     out = io.BytesIO()
@@ -124,10 +128,36 @@ def encode(image: Image.Image, fmt: OutputFormat, metadata: dict[str, Any]) -> b
         # more bytes; the encode runs between jobs, while the device waits.
         image.save(out, format="PNG", pnginfo=info, compress_level=1)
     elif fmt is OutputFormat.JPEG:
-        image.convert("RGB").save(out, format="JPEG", quality=92, comment=text.encode())
+        comment = _jpeg_comment(metadata)
+        image.convert("RGB").save(out, format="JPEG", quality=92, comment=comment)
     else:
         exif = Image.Exif()
         exif[0x010E] = text  # ImageDescription
         exif[0x0131] = "latentq"  # Software
         image.save(out, format="WEBP", quality=92, exif=exif.tobytes())
     return out.getvalue()
+
+
+def _jpeg_comment(metadata: dict[str, Any]) -> bytes:
+    """The metadata as UTF-8 JSON within a JPEG comment's 65,533 bytes.
+
+    Escaped JSON would take 12 bytes for a character outside the BMP, so two 4,000-character
+    prompts of emoji would not fit, and the job would fail after all its GPU work; as UTF-8
+    the largest job fits. Past the limit anyway, the longest strings are cut (and
+    `truncated` set) rather than the image lost."""
+    kept = dict(metadata)
+    while True:
+        text = json.dumps(kept, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        data = text.encode()
+        over = len(data) - JPEG_COMMENT_MAX
+        if over <= 0:
+            return data
+        strings = [k for k, v in kept.items() if isinstance(v, str) and v]
+        if not strings:
+            raise ValueError(f"the image metadata does not fit a JPEG comment ({len(data)} bytes)")
+        longest = max(strings, key=lambda k: len(kept[k]))
+        raw = kept[longest].encode()
+        # Cut `over` bytes (a character cut in two is dropped whole); escapes in the JSON may
+        # need another round.
+        kept[longest] = raw[: max(0, len(raw) - over - 16)].decode(errors="ignore")
+        kept["truncated"] = True

@@ -172,7 +172,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
 
     if settings.metrics_port:
         try:
-            metrics.serve(settings.metrics_port)
+            metrics.serve(settings.metrics_port, settings.metrics_host)
         except OSError as exc:
             log.error(
                 "cannot serve metrics on port %d: %s (set LATENTQ_METRICS_PORT to a free "

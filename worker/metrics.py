@@ -118,11 +118,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def serve(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+def serve(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     """Serve metrics and readiness on a daemon thread (before the models load, so a probe
     sees 503 while they do)."""
     server = ThreadingHTTPServer((host, port), _Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    log.info("metrics and readiness on :%d (/metrics, /readyz)", server.server_address[1])
+    log.info("metrics and readiness on %s:%d (/metrics, /readyz)", host, server.server_address[1])
     return server

@@ -35,6 +35,10 @@ class WorkerSettings(Settings):
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     """Port of this worker's `/metrics` and `/readyz` (0: none). One per worker on a host."""
 
+    metrics_host: str = "127.0.0.1"
+    """Address of that port: loopback, unless something scrapes or probes the worker from
+    elsewhere (`0.0.0.0` in the compose and Kubernetes deployments)."""
+
     drain_grace_s: float = Field(default=300, ge=0)
     """On SIGTERM, how long the running job may still take; past it, it is given back to its
     queue. Keep the orchestrator's kill timeout (terminationGracePeriodSeconds) above it."""

@@ -1,5 +1,7 @@
 """`/v1/files/...`: stored images behind signed, expiring URLs."""
 
+import time
+
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
@@ -31,7 +33,7 @@ def get_file(
     storage = state.storage
     if not isinstance(storage, LocalStorage):
         raise FileNotFound("files are served by the object store; use the URL from the job")
-    storage.verify(key, expires, sig)
+    expiry = storage.verify(key, expires, sig)
     owner = job_of(key)
     allowed = owner_filter(caller, scopes)
     if owner is None or allowed is not None and owner[0] != allowed:
@@ -40,8 +42,10 @@ def get_file(
     path = storage.path(key)
     if not path.is_file():
         raise FileNotFound("this file no longer exists (files are kept for a limited time)")
+    # The bytes never change, but a cached copy may not outlive the URL that fetched it.
+    max_age = max(0, int(expiry - time.time()))
     return FileResponse(
         path,
         media_type=content_type(key),
-        headers={"Cache-Control": "private, max-age=3600, immutable"},
+        headers={"Cache-Control": f"private, max-age={max_age}, immutable"},
     )

@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.auth import CallerDep
+from app.auth import CallerDep, OperatorDep
 from app.deps import JobsDep, ScopesDep, StateDep
 from app.fairness import unless_disconnected
 from app.metrics import JOBS_SUBMITTED
@@ -116,7 +116,11 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
 
 @router.post("", status_code=202, openapi_extra=_SUBMIT_SCHEMA)
 async def submit_job(
-    request: Request, state: StateDep, caller: CallerDep, scopes: ScopesDep
+    request: Request,
+    state: StateDep,
+    caller: CallerDep,
+    scopes: ScopesDep,
+    operator: OperatorDep,
 ) -> JSONResponse:
     """Submit a job: 202 with the Job and its Location; with `Prefer: wait=N`, 200 with the
     finished Job if it ends within N seconds (at most 60)."""
@@ -146,27 +150,37 @@ async def submit_job(
                     request, wait_for_end(state.hub, jobs, record, wait_s)
                 )
                 record = ended or record
-    view = await run_in_threadpool(jobs.view, record, str(request.base_url))
+    view = await run_in_threadpool(jobs.view, record, str(request.base_url), operator)
     status = 200 if record.status.is_terminal() else 202
     return FastJSONResponse(view, status_code=status, headers=headers)
 
 
 @router.get("/{job_id}")
 def get_job(
-    job_id: str, request: Request, jobs: JobsDep, caller: CallerDep, scopes: ScopesDep
+    job_id: str,
+    request: Request,
+    jobs: JobsDep,
+    caller: CallerDep,
+    scopes: ScopesDep,
+    operator: OperatorDep,
 ) -> JSONResponse:
     """The Job, or 404."""
     record = jobs.get(job_id, owner_filter(caller, scopes))
-    return FastJSONResponse(jobs.view(record, str(request.base_url)))
+    return FastJSONResponse(jobs.view(record, str(request.base_url), operator))
 
 
 @router.delete("/{job_id}")
 def cancel_job(
-    job_id: str, request: Request, jobs: JobsDep, caller: CallerDep, scopes: ScopesDep
+    job_id: str,
+    request: Request,
+    jobs: JobsDep,
+    caller: CallerDep,
+    scopes: ScopesDep,
+    operator: OperatorDep,
 ) -> JSONResponse:
     """Cancel: a queued job never runs, a running one stops at its next step; 409 once ended."""
     record = jobs.cancel(job_id, owner_filter(caller, scopes))
-    return FastJSONResponse(jobs.view(record, str(request.base_url)))
+    return FastJSONResponse(jobs.view(record, str(request.base_url), operator))
 
 
 def _existing_job(job_id: str, jobs: JobsDep, caller: CallerDep, scopes: ScopesDep) -> str:
@@ -191,6 +205,7 @@ async def job_events(
     request: Request,
     state: StateDep,
     _held: Annotated[None, Depends(_stream_hold)],
+    operator: OperatorDep,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `state` (the Job, while it has not ended), a `progress` per step,
     then one final event named after the end status with the whole Job; then it closes."""
@@ -200,7 +215,7 @@ async def job_events(
             yield ServerSentEvent(event="progress", data=update.progress)
             continue
         assert update.record is not None
-        view = await run_in_threadpool(state.jobs.view, update.record, base_url)
+        view = await run_in_threadpool(state.jobs.view, update.record, base_url, operator)
         if update.record.status.is_terminal():
             yield ServerSentEvent(event=update.record.status.value, data=view)
             return

@@ -88,7 +88,10 @@ async def edits(
                     raise InvalidRequest(f"unexpected file part {name!r}", param=name)
             else:
                 fields[name] = value
-        return openai_compat.edit(fields, images, mask)
+        # Decoding, resizing and encoding images: off the event loop.
+        return await run_in_threadpool(
+            openai_compat.edit, fields, images, mask, max_pixels=state.settings.max_image_pixels
+        )
 
     return await _answer(request, state, caller, scopes, build)
 

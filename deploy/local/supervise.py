@@ -39,6 +39,7 @@ import argparse
 import collections
 import ctypes
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -495,6 +496,11 @@ def worker_envs(env: dict[str, str], count: int, cores: int) -> tuple[list[dict[
     return envs, placed
 
 
+def _masked(url: str) -> str:
+    """The URL without its password: the banner stays on screens and in scrollback."""
+    return re.sub(r"(://[^:/@]*:)[^/@]*@", r"\1***@", url)
+
+
 def programs(
     root: Path, var: Path, host: str, port: int, workers: int, env: dict[str, str]
 ) -> tuple[list[Program], str, list[str]]:
@@ -547,7 +553,7 @@ def programs(
         host,
         "--port",
         str(port),
-        "--proxy-headers",
+        # No proxy in front: no --proxy-headers, so no client can name its own address.
         "--timeout-graceful-shutdown",
         "20",
     ]
@@ -561,7 +567,8 @@ def programs(
     banner = [
         f"latentq: http://{host}:{port}   (API docs: /docs, models: /v1/models)",
         placed + (f"; metrics: {metrics}" if metrics else ""),
-        f"logs: {var}/log/{{{names},supervise}}.log   pids: {var}/run/   redis: {redis_url}",
+        f"logs: {var}/log/{{{names},supervise}}.log   pids: {var}/run/",
+        f"redis: {_masked(redis_url)}",
         "Ctrl-C stops everything; a crashed process is started again",
     ]
     return result, redis_url, banner

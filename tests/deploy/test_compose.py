@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,26 @@ BASE = ["-f", "docker-compose.yml"]
 CPU = ["-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml"]
 
 
-def compose_env() -> dict[str, str]:
+REQUIRED = {
+    "MINIO_ROOT_PASSWORD": "root-secret-for-the-compose-checks",
+    "MINIO_LATENTQ_PASSWORD": "service-secret-for-the-compose-checks",
+}
+"""The secrets docker-compose.yml refuses to start without, as a user's .env sets them."""
+
+
+def compose_env(**overrides: str) -> dict[str, str]:
     """The environment without any variable the compose files interpolate, so that the
-    checks see the files' own defaults whatever the shell exports."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTQ_", "COMPOSE_"))}
-    for name in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
-        env.pop(name, None)
+    checks see the files' own defaults whatever the shell exports; the required secrets
+    are set (`overrides` may drop one with an empty value)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LATENTQ_", "COMPOSE_", "MINIO_", "GRAFANA_"))
+    }
     env["HOME"] = env.get("HOME", "/tmp")
-    return env
+    env.update(REQUIRED)
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v}
 
 
 @cache
@@ -124,6 +137,8 @@ def test_worker_has_a_gpu_and_its_volumes() -> None:
     env = worker["environment"]
     assert env["LATENTQ_DEVICE"].startswith("cuda")
     assert env["LATENTQ_METRICS_PORT"] == "9100"
+    # Prometheus scrapes worker:9100 from another container (deploy/prometheus).
+    assert env["LATENTQ_METRICS_HOST"] == "0.0.0.0"
     assert depends(worker, "redis", "service_healthy")
     volumes = mounts(worker)
     assert volumes["/models"]["type"] == "volume"
@@ -142,13 +157,15 @@ def test_storage_and_monitoring() -> None:
     services = config(tuple(BASE))["services"]
     init = services["minio-init"]
     assert depends(init, "minio", "service_healthy")
-    assert "mc mb" in " ".join(init["command"])
+    script = mounts(init)[init["entrypoint"][-1]]["source"]
+    assert "mc mb" in Path(script).read_text()
     for name in ("api", "worker"):
         assert depends(services[name], "minio-init", "service_completed_successfully")
         env = services[name]["environment"]
         for key in ("LATENTQ_S3_BUCKET", "LATENTQ_S3_ENDPOINT_URL", "LATENTQ_S3_REGION"):
             assert env[key]
-        assert env["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
+        assert env["AWS_ACCESS_KEY_ID"] == init["environment"]["MINIO_LATENTQ_USER"]
+        assert env["AWS_SECRET_ACCESS_KEY"] == init["environment"]["MINIO_LATENTQ_PASSWORD"]
     prometheus = mounts(services["prometheus"])
     assert Path(prometheus["/etc/prometheus"]["source"]) == ROOT / "deploy" / "prometheus"
     grafana = mounts(services["grafana"])
@@ -172,3 +189,110 @@ def test_cpu_override_drops_the_gpu() -> None:
     assert worker["environment"]["LATENTQ_DEVICE"] == "cpu"
     # Everything else is still there.
     assert {"redis", "api", "nginx"} <= set(config(tuple(CPU))["services"])
+
+
+# ---- MinIO: a required root secret, a bucket-scoped user, no published S3 port ---------------
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_compose_refuses_to_run_without_the_minio_secrets(missing: str) -> None:
+    result = run([compose_binary(), *BASE, "config", "--quiet"], env=compose_env(**{missing: ""}))
+    assert result.returncode != 0, f"compose ran without {missing}"
+    assert missing in result.stderr
+
+
+def test_the_api_and_worker_are_not_minio_root() -> None:
+    services = config(tuple(BASE))["services"]
+    root = services["minio"]["environment"]
+    assert root["MINIO_ROOT_PASSWORD"] == REQUIRED["MINIO_ROOT_PASSWORD"]
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if name not in ("minio", "minio-init"):
+            assert "MINIO_ROOT_PASSWORD" not in env, name
+            assert REQUIRED["MINIO_ROOT_PASSWORD"] not in env.values(), name
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        assert env["AWS_ACCESS_KEY_ID"] != root["MINIO_ROOT_USER"]
+        assert env["AWS_SECRET_ACCESS_KEY"] == REQUIRED["MINIO_LATENTQ_PASSWORD"]
+
+
+def test_the_s3_port_is_not_published() -> None:
+    minio = config(tuple(BASE))["services"]["minio"]
+    for port in minio.get("ports", []):
+        assert int(port["target"]) != 9000, "the S3 API is reached through nginx, not published"
+        assert port.get("host_ip") == "127.0.0.1", f"{port} is published beyond loopback"
+    # Result URLs are presigned for the address clients reach nginx at.
+    env = config(tuple(BASE))["services"]["api"]["environment"]
+    assert env["LATENTQ_S3_PUBLIC_ENDPOINT_URL"] == env["LATENTQ_PUBLIC_URL"]
+
+
+def minio_init(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run minio-init's script as the compose service runs it, with `mc` recording what it
+    is asked to do (no MinIO server is installable here): the result and the calls. Nothing
+    but `mc` is on the PATH: the mc image has little else, so the script uses builtins."""
+    init = config(tuple(BASE))["services"]["minio-init"]
+    script = mounts(init)[init["entrypoint"][-1]]["source"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    mc = bin_dir / "mc"
+    mc.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        # Keep the policy document that `mc admin policy create ALIAS NAME FILE` gets.
+        f'[ "$1 $2 $3" = "admin policy create" ] &&\n'
+        f'  while IFS= read -r l; do echo "$l"; done < "$6" > {tmp_path}/policy.json\n'
+        "exit 0\n"
+    )
+    mc.chmod(0o755)
+    variables = {**init["environment"], **env}
+    result = subprocess.run(
+        ["/bin/sh", script],
+        env={"PATH": str(bin_dir), **variables},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return result, calls.read_text() if calls.exists() else ""
+
+
+def test_minio_init_makes_a_user_allowed_into_the_bucket_only(tmp_path: Path) -> None:
+    result, calls = minio_init(tmp_path)
+    assert result.returncode == 0, result.stderr
+    init_env = config(tuple(BASE))["services"]["minio-init"]["environment"]
+    bucket, user = init_env["LATENTQ_S3_BUCKET"], init_env["MINIO_LATENTQ_USER"]
+    assert f"mb --ignore-existing latentq/{bucket}" in calls
+    assert f"admin user add latentq {user} {REQUIRED['MINIO_LATENTQ_PASSWORD']}" in calls
+    assert f"--user {user}" in calls.splitlines()[-1]
+    policy = json.loads((tmp_path / "policy.json").read_text())
+    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+    assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+    actions = {a for statement in policy["Statement"] for a in statement["Action"]}
+    assert not any("*" in action or "Admin" in action for action in actions)
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"} <= actions
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MINIO_ROOT_PASSWORD": "CHANGE-ME-run-openssl-rand-hex-32"},
+        {"MINIO_LATENTQ_PASSWORD": "change-me-too-but-long-enough"},
+        {"MINIO_LATENTQ_PASSWORD": "short"},
+        {"MINIO_LATENTQ_PASSWORD": REQUIRED["MINIO_ROOT_PASSWORD"]},
+    ],
+    ids=["root-placeholder", "user-placeholder", "short", "same-as-root"],
+)
+def test_minio_init_refuses_placeholder_secrets(tmp_path: Path, env: dict[str, str]) -> None:
+    result, calls = minio_init(tmp_path, **env)
+    assert result.returncode != 0
+    assert "MINIO_" in result.stderr
+    assert calls == "", "nothing is set up with a placeholder secret"
+
+
+def test_the_compose_env_example_lists_the_required_secrets() -> None:
+    example = (ROOT / "deploy" / "compose" / "compose.env.example").read_text().splitlines()
+    entries = dict(line.split("=", 1) for line in example if line and not line.startswith("#"))
+    assert set(REQUIRED) <= set(entries)
+    assert all("CHANGE-ME" in entries[name] for name in REQUIRED), "placeholders are marked"
+    assert ".env" in (ROOT / ".gitignore").read_text().split()

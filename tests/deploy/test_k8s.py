@@ -5,6 +5,7 @@ GPU requests, the KEDA triggers against the catalogue)."""
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -23,7 +24,16 @@ K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30"
 """The oldest Kubernetes the manifests are checked against (HPA v2, PDB v1 are GA there)."""
 
-SECRET_KEYS = {"LATENTQ_API_KEYS", "LATENTQ_SIGNING_SECRET", "LATENTQ_WEBHOOK_SECRET"}
+SECRET_KEYS = {
+    "LATENTQ_API_KEYS",
+    "LATENTQ_SIGNING_SECRET",
+    "LATENTQ_WEBHOOK_SECRET",
+    # A Redis URL may carry a password: a Secret, never a ConfigMap.
+    "LATENTQ_REDIS_URL",
+}
+PLACEHOLDERS = SECRET_KEYS - {"LATENTQ_REDIS_URL"}
+"""Secrets whose example value is a placeholder (the Redis URL's works as it is: the Redis of
+redis.yaml needs no password inside the cluster)."""
 
 COMMON_KINDS = Counter(
     {
@@ -87,12 +97,15 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def env_of(docs: Docs, deployment: dict[str, Any]) -> dict[str, str]:
-    """A container's environment: its envFrom ConfigMaps, then its own env values."""
+    """A container's environment: its envFrom ConfigMaps and Secrets, then its own env."""
     env: dict[str, str] = {}
     c = container(deployment)
     for source in c.get("envFrom", []):
         if "configMapRef" in source:
             env.update(find(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+        if "secretRef" in source:
+            data = find(docs, "Secret", source["secretRef"]["name"])["data"]
+            env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
     env.update({e["name"]: e.get("value", "") for e in c.get("env", [])})
     return env
 
@@ -116,9 +129,21 @@ def test_the_secret_example_is_complete() -> None:
     example = (K8S / "base" / "secrets.env.example").read_text().splitlines()
     entries = dict(line.split("=", 1) for line in example if line and not line.startswith("#"))
     assert set(entries) == SECRET_KEYS
-    assert all("CHANGE-ME" in value for value in entries.values()), "placeholders are marked"
+    assert all("CHANGE-ME" in entries[k] for k in PLACEHOLDERS), "placeholders are marked"
     compose_example = (DEPLOY / "compose" / "secrets.env.example").read_text().splitlines()
-    assert {line.split("=")[0] for line in compose_example if "=" in line} == SECRET_KEYS
+    assert {line.split("=")[0] for line in compose_example if "=" in line} == PLACEHOLDERS
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_config_map_holds_a_secret(rendered: dict[str, Docs], overlay: str) -> None:
+    """ConfigMaps are readable by whoever may read the namespace's configuration, and end up
+    in logs and dumps: the Redis URL (which may carry a password) lives in the Secret."""
+    for doc in rendered[overlay]:
+        if doc["kind"] != "ConfigMap":
+            continue
+        for name, value in doc.get("data", {}).items():
+            assert name not in SECRET_KEYS, f"{doc['metadata']['name']} holds {name}"
+            assert not re.search(r"://[^/\s@]*:[^/\s@]*@", value), f"{name} holds credentials"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -218,6 +243,31 @@ def test_ingress_reaches_the_api(rendered: dict[str, Docs]) -> None:
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-body-size"].rstrip("m")) >= 48
 
 
+def ingress_routes(ingress: dict[str, Any], path: str) -> bool:
+    """Whether the Ingress sends `path` to a backend (Kubernetes' Exact and Prefix rules:
+    a Prefix matches whole path elements)."""
+    for rule in ingress["spec"]["rules"]:
+        for entry in rule["http"]["paths"]:
+            prefix, kind = entry["path"], entry["pathType"]
+            if kind == "Exact" and path == prefix:
+                return True
+            elements = prefix.rstrip("/").split("/")
+            if kind == "Prefix" and path.split("/")[: len(elements)] == elements:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_keeps_metrics_and_docs_in_the_cluster(
+    rendered: dict[str, Docs], overlay: str
+) -> None:
+    ingress = find(rendered[overlay], "Ingress", "latentq-api")
+    for path in ("/", "/v1/jobs", "/v1/files/jobs/x/0.png", "/static/js/main.js"):
+        assert ingress_routes(ingress, path), path
+    for path in ("/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"):
+        assert not ingress_routes(ingress, path), f"{path} is reachable through the Ingress"
+
+
 # ---- the pieces ----------------------------------------------------------------------------
 
 
@@ -255,6 +305,8 @@ def test_worker(rendered: dict[str, Docs], overlay: str, tmp_path: Path) -> None
     assert ports.get(probe["port"], probe["port"]) == 9100
     env = env_of(docs, worker)
     assert env["LATENTQ_METRICS_PORT"] == "9100"
+    # The probes above and Prometheus reach the pod's address, not its loopback.
+    assert env["LATENTQ_METRICS_HOST"] == "0.0.0.0"
     timeout = int(env.get("LATENTQ_JOB_TIMEOUT_S", job_timeout_default()))
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > timeout
     # The worker and the API read the same catalogue.

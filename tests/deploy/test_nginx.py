@@ -50,8 +50,8 @@ def test_nginx_rejects_a_broken_config(tmp_path: Path) -> None:
 
 
 def locations() -> dict[str, str]:
-    """location argument -> its block's text (blocks here hold no nested braces)."""
-    blocks = re.finditer(r"location\s+([^{]+)\{([^}]*)\}", CONF.read_text())
+    """location argument -> its block's text (blocks nest braces one level deep at most)."""
+    blocks = re.finditer(r"location\s+([^{]+)\{((?:[^{}]|\{[^{}]*\})*)\}", CONF.read_text())
     return {m.group(1).strip(): m.group(2) for m in blocks}
 
 
@@ -128,6 +128,20 @@ class FakeApi(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class FakeS3(FakeApi):
+    """Stands in for MinIO: echoes the path and headers of every request it gets."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the handler API's name)
+        body = json.dumps({"s3": self.path, **dict(self.headers.items())}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_PUT = do_POST = do_DELETE = do_GET  # noqa: N815 (a write must never get here)
+
+
 class QuietServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
@@ -137,14 +151,18 @@ class QuietServer(http.server.ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """nginx running the compose config, its API upstream swapped for FakeApi."""
+    """nginx running the compose config, its API upstream swapped for FakeApi and its MinIO
+    for FakeS3."""
     nginx = tool("nginx")
     api = QuietServer(("127.0.0.1", 0), FakeApi)
-    threading.Thread(target=api.serve_forever, daemon=True).start()
+    s3 = QuietServer(("127.0.0.1", 0), FakeS3)
+    for server in (api, s3):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     prefix = tmp_path_factory.mktemp("nginx")
     port = free_port()
     text = local_logs(CONF.read_text(), prefix)
     text = text.replace("http://api:8000", f"http://127.0.0.1:{api.server_address[1]}")
+    text = text.replace("http://minio:9000", f"http://127.0.0.1:{s3.server_address[1]}")
     text = text.replace("listen 80 default_server;", f"listen 127.0.0.1:{port} default_server;")
     temp = "".join(
         f"    {kind}_temp_path {prefix}/{kind};\n"
@@ -175,8 +193,9 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         FakeApi.release.set()
         process.terminate()
         process.wait(timeout=10)
-        api.shutdown()
-        api.server_close()
+        for server in (api, s3):
+            server.shutdown()
+            server.server_close()
 
 
 def test_events_stream_through_unbuffered(proxy: int) -> None:
@@ -228,4 +247,41 @@ def test_nginx_errors_are_json_envelopes(proxy: int) -> None:
     response = connection.getresponse()
     assert response.status == 413
     assert json.loads(response.read())["error"]["code"] == "payload_too_large"
+    connection.close()
+
+
+def test_presigned_bucket_urls_reach_minio_read_only(proxy: int) -> None:
+    """MinIO's port is not published: result URLs presigned for nginx's address come through
+    with the Host the signature covers, and nothing but GET and HEAD gets to the bucket."""
+    path = "/latentq/jobs/anonymous/j_abc/0.png?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=ab"
+    host = f"latentq.test:{proxy}"
+    connection = http.client.HTTPConnection("127.0.0.1", proxy, timeout=5)
+    connection.request("GET", path, headers={"Host": host})
+    response = connection.getresponse()
+    assert response.status == 200
+    seen = {k.lower(): v for k, v in json.loads(response.read()).items()}
+    assert seen["s3"] == path
+    assert seen["host"] == host
+    for method in ("PUT", "POST", "DELETE"):
+        connection.request(method, "/latentq/jobs/anonymous/j_abc/0.png", body=b"x")
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        assert response.status == 403, method
+        assert body["error"]["code"] == "forbidden"
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/metrics", "/metrics?x=1", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"],
+)
+def test_metrics_and_docs_are_not_proxied_to_the_world(proxy: int, path: str) -> None:
+    """Prometheus scrapes each replica directly on the stack's network; through the public
+    entry point these are not found."""
+    connection = http.client.HTTPConnection("127.0.0.1", proxy, timeout=5)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    assert response.status == 404, f"{path} reached the API"
+    assert body["error"]["code"] == "not_found"
     connection.close()

@@ -375,3 +375,47 @@ def test_work_over_the_cap_is_refused(api: httpx.Client) -> None:
     body = {"type": "txt2img", "prompt": "x", "width": 2048, "height": 2048, "steps": 150, "n": 8}
     error = envelope(api.post("/v1/jobs", json=body), 422, None)
     assert "megapixel-steps" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "expires",
+    ["²", "١٢٣", "1" * 5000, "9" * 40, "-1", "1e9", " 1700000000", "17000000000000000000000"],
+    ids=[
+        "superscript",
+        "arabic-indic",
+        "5000-digits",
+        "40-digits",
+        "negative",
+        "float",
+        "space",
+        "huge",
+    ],
+)
+def test_odd_file_expiries_are_refused_not_crashed(api: httpx.Client, expires: str) -> None:
+    response = api.get(
+        "/v1/files/jobs/anonymous/j_x/0.png", params={"expires": expires, "sig": "ab"}
+    )
+    assert envelope(response, 403)["code"] == "invalid_signature"
+
+
+@pytest.mark.parametrize(
+    "prefer",
+    ["wait=" + "9" * 4301, "wait=" + "1" * 5000 + ", respond-async", "wait=²", "wait=5²"],
+    ids=["4301-digits", "5000-digits", "superscript", "digit-superscript"],
+)
+def test_odd_prefer_waits_never_crash(api: httpx.Client, prefer: str) -> None:
+    # Header values travel as Latin-1, which has superscript digits.
+    headers = {"Prefer": prefer.encode("latin-1")}
+    response = api.post("/v1/jobs", json={**OK, "steps": 2}, headers=headers)
+    assert response.status_code in (200, 202), response.text
+    applied = response.headers.get("preference-applied")
+    assert applied in (None, "wait=60", "wait=5"), applied
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_prompts_that_are_not_text_are_refused(api: httpx.Client, field: str) -> None:
+    """A lone surrogate is valid (escaped) JSON but no text: refused at submit, rather than
+    failing the job's output after its GPU work."""
+    body = json.dumps({**OK, field: "a fox \ud83e"})  # escaped: the bytes are plain ASCII
+    response = api.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    envelope(response, 422, field)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import json
 import time
+from urllib.parse import unquote
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
+from jobs.settings import Settings
+from jobs.storage import FILES_ROUTE, LocalStorage
 from tests.integration.helpers import (
     fetch,
     noise_image,
@@ -20,6 +23,7 @@ from tests.integration.helpers import (
     submit,
     wait,
 )
+from tests.integration.services import Service
 
 FAST = {"steps": 3, "guidance_scale": 5.0}
 
@@ -95,6 +99,18 @@ def test_png_carries_the_generation_parameters(api: httpx.Client) -> None:
     meta = json.loads(image.text["parameters"])  # type: ignore[attr-defined]
     assert meta["prompt"] == "metadata please" and meta["negative_prompt"] == "blur"
     assert meta["seed"] == 77 and meta["steps"] == 3 and meta["model"] == "tiny"
+    assert meta["job_id"] == job["id"]
+
+
+def test_a_long_non_ascii_prompt_in_jpeg(api: httpx.Client) -> None:
+    """The longest prompts, all characters outside the BMP, still fit a JPEG's comment."""
+    prompt, negative = "\U0001f98a" * 4000, "\u00e9\U0001f30a" * 2000
+    job = run(
+        api, type="txt2img", prompt=prompt, negative_prompt=negative, output_format="jpeg", **FAST
+    )
+    image, _ = fetch(api, job["result"]["images"][0]["url"])
+    meta = json.loads(image.info["comment"].decode())
+    assert meta["prompt"] == prompt and meta["negative_prompt"] == negative
     assert meta["job_id"] == job["id"]
 
 
@@ -236,6 +252,34 @@ def test_files_need_a_valid_signature(api: httpx.Client) -> None:
     traversal = api.get("/v1/files/../../etc/passwd", params=params)
     assert traversal.status_code in (403, 404)
     assert traversal.json()["error"]["code"] in ("invalid_signature", "not_found", "file_not_found")
+
+
+def test_files_are_cached_no_longer_than_their_url_is_valid(
+    api: httpx.Client, service: Service
+) -> None:
+    """A browser may keep a file for as long as its URL works, and not past that: the cache
+    lifetime is what is left of the URL's, however late in its life it is fetched."""
+    job = run(api, type="txt2img", prompt="cached", **FAST)
+    url = httpx.URL(job["result"]["images"][0]["url"])
+    fresh = api.get(url)
+    assert fresh.status_code == 200
+    ttl = int(dict(url.params)["expires"]) - time.time()
+    assert 0 <= max_age(fresh) <= ttl + 1 and max_age(fresh) > ttl - 60
+    # The same file behind a URL that expires in two minutes (signed as the API signs).
+    secret = Settings(data_dir=service.workdir / "data").signing_key()
+    storage = LocalStorage(service.workdir / "data", secret)
+    key = unquote(url.path.removeprefix(FILES_ROUTE))
+    late = api.get(storage.signed_path(key, 120))
+    assert late.status_code == 200
+    assert 0 <= max_age(late) <= 120
+
+
+def max_age(response: httpx.Response) -> int:
+    directives = dict(
+        part.strip().partition("=")[::2] for part in response.headers["cache-control"].split(",")
+    )
+    assert "private" in directives
+    return int(directives["max-age"])
 
 
 def test_unknown_job_is_404(api: httpx.Client) -> None:

@@ -100,3 +100,23 @@ def test_submits_are_rate_limited_per_key(keyed: str) -> None:
         # Reading is not limited, and another key has its own budget.
         assert bob.get("/v1/models").status_code == 200
         assert alice.post("/v1/jobs", json=FAST).status_code == 202
+
+
+def test_callers_do_not_see_which_worker_host_ran_their_job(keyed: str, service: Service) -> None:
+    """A worker's name is its host and PID by default: for the operator, not for every key.
+    (Open mode on loopback is the operator's own machine: there it shows.)"""
+    with client(keyed, ALICE) as alice, client(service.base_url, None) as local:
+        job = alice.post("/v1/jobs", json=FAST).json()
+        events = sse_events(alice, f"/v1/jobs/{job['id']}/events")
+        done = wait(alice, job["id"])
+        assert done["status"] == "succeeded"
+        assert done["worker"] is None
+        assert all(data.get("worker") is None for name, data in events if name != "progress")
+        runtimes = [r for m in alice.get("/v1/models").json()["data"] for r in m["runtime"]]
+        assert runtimes and all(r.get("worker") is None for r in runtimes)
+        # The operator, on the machine itself, does see it.
+        assert local.get(f"/v1/jobs/{job['id']}").status_code == 404  # another caller's job
+        mine = wait(local, local.post("/v1/jobs", json=FAST).json()["id"])
+        assert mine["worker"] == "worker-1"
+        runtimes = [r for m in local.get("/v1/models").json()["data"] for r in m["runtime"]]
+        assert {r["worker"] for r in runtimes} == {"worker-1"}

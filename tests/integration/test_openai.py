@@ -108,3 +108,23 @@ def test_invalid_requests_raise_bad_request(client: openai.OpenAI, tmp_path: Pat
     noise_image(64, 64).save(tmp_path / "opaque.png")
     with open(tmp_path / "opaque.png", "rb") as image, pytest.raises(openai.BadRequestError):
         client.images.edit(image=image, prompt="no transparency anywhere")
+
+
+@pytest.mark.parametrize("size", ["99999x99999", "4096x4096", "32x32"])
+def test_edit_sizes_out_of_range_are_refused_at_once(
+    api: httpx.Client, tmp_path: Path, size: str
+) -> None:
+    """The size is checked before the upload is resized to it (99999x99999 would take tens of
+    gigabytes), and the replica keeps answering meanwhile."""
+    rgba = noise_image(64, 64, seed=23).convert("RGBA")
+    rgba.paste((0, 0, 0, 0), (0, 0, 32, 32))
+    out = io.BytesIO()
+    rgba.save(out, format="PNG")
+    response = api.post(
+        "/v1/images/edits",
+        data={"prompt": "x", "size": size},
+        files={"image": ("image.png", out.getvalue(), "image/png")},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "size"
+    assert api.get("/healthz").status_code == 200

@@ -126,6 +126,8 @@ def test_start_and_completed_are_delivered_signed(api: httpx.Client, receiver: R
         assert headers["webhook-event"] == event and headers["webhook-id"].startswith("wh_")
         assert headers["content-type"] == "application/json"
         assert delivery.json["job"]["id"] == job["id"]
+        # Receivers are not the operator: no worker host or PID.
+        assert delivery.json["job"]["worker"] is None
     assert by_event["start"].json["job"]["status"] == "running"
     completed = by_event["completed"].json["job"]
     assert completed["status"] == "succeeded" and completed["result"]["images"]

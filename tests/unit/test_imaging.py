@@ -135,3 +135,35 @@ def test_encode_embeds_the_parameters(fmt: OutputFormat) -> None:
     else:
         text = image.getexif()[0x010E]
     assert json.loads(text) == meta
+
+
+def test_jpeg_holds_the_metadata_of_the_largest_job() -> None:
+    """Every field at its limit, every character outside the BMP: it all fits the comment
+    (at most 65,533 bytes), so no job fails after its GPU work for its metadata."""
+    longest = "\U0001f98a" * defaults.PROMPT_MAX_CHARS
+    meta = {
+        "type": "inpaint",
+        "model": "m" * 128,
+        "prompt": longest,
+        "negative_prompt": longest,
+        "scheduler": "s" * 64,
+        "loras": [{"id": "\U0001f98a" * 128, "scale": -3.25} for _ in range(defaults.LORAS_MAX)],
+        "steps": defaults.STEPS_MAX,
+        "guidance_scale": defaults.GUIDANCE_MAX,
+        "seed": defaults.SEED_MAX,
+        "job_id": "j_" + "x" * 22,
+        "index": defaults.N_MAX - 1,
+    }
+    data = encode(noise(64, 64), OutputFormat.JPEG, meta)
+    comment = Image.open(io.BytesIO(data)).info["comment"]
+    assert json.loads(comment.decode()) == meta
+
+
+def test_jpeg_metadata_past_the_comment_limit_is_cut_not_fatal() -> None:
+    meta = {"prompt": "\U0001f98a" * 40_000, "negative_prompt": "ok", "seed": 7}
+    data = encode(noise(64, 64), OutputFormat.JPEG, meta)
+    comment = Image.open(io.BytesIO(data)).info["comment"]
+    assert len(comment) <= 65_533
+    kept = json.loads(comment.decode())
+    assert kept["truncated"] is True and kept["seed"] == 7 and kept["negative_prompt"] == "ok"
+    assert meta["prompt"].startswith(kept["prompt"]) and len(kept["prompt"]) > 1000

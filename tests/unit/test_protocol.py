@@ -36,6 +36,16 @@ def test_prompt_is_trimmed() -> None:
     assert params(prompt="  spaced  ").prompt == "spaced"
 
 
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_prompts_that_are_not_text_are_refused_at_submit(field: str) -> None:
+    """A lone surrogate is valid JSON (`"\\ud83e"`) but no text: it cannot be encoded, so
+    the output's metadata (or the tokenizer) would fail after the GPU work."""
+    with pytest.raises(ValidationError) as info:
+        params(**{field: "a fox \ud83e"})
+    assert info.value.errors()[0]["loc"] == (field,)
+    assert params(**{field: "a fox \U0001f98a"})  # the whole character is fine
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

@@ -111,6 +111,54 @@ def test_signing_key_is_generated_once_and_kept(tmp_path: Path) -> None:
     assert configured == b"s" * 20
 
 
+def test_the_key_file_is_made_through_a_name_no_other_container_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every container is PID 1: on a shared volume, a temp name made from the PID is the
+    one another container is writing its own key through at that moment."""
+    import os
+
+    monkeypatch.setattr(os, "getpid", lambda: 1)
+    theirs = tmp_path / ".signing.key.1"
+    theirs.write_bytes(b"another container's key, half written")
+    key = Settings(data_dir=tmp_path).signing_key()
+    assert theirs.read_bytes() == b"another container's key, half written"
+    assert len(key) == 64 and (tmp_path / "signing.key").read_bytes().strip() == key
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"signing.key", ".signing.key.1"}
+    assert leftovers == set(), "the temp file is gone once the key is in place"
+
+
+def test_containers_starting_together_agree_on_one_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(os, "getpid", lambda: 1)
+    for attempt in range(5):
+        folder = tmp_path / str(attempt)
+        together = threading.Barrier(16)
+
+        def first_start(
+            _: int, folder: Path = folder, together: threading.Barrier = together
+        ) -> bytes:
+            together.wait()
+            return Settings(data_dir=folder).signing_key()
+
+        with ThreadPoolExecutor(16) as pool:
+            keys = set(pool.map(first_start, range(16)))
+        assert len(keys) == 1
+        (key,) = keys
+        assert len(key) == 64 and (folder / "signing.key").read_bytes().strip() == key
+
+
+def test_a_damaged_key_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "signing.key").write_bytes(b"")
+    with pytest.raises(ValueError, match="signing.key"):
+        Settings(data_dir=tmp_path).signing_key()
+
+
 def test_short_configured_secret_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 16"):
         Settings(data_dir=tmp_path, signing_secret="short").signing_key()  # type: ignore[arg-type]

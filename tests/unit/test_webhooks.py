@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 import pytest
@@ -53,6 +54,37 @@ def test_private_targets_are_refused(host: str) -> None:
         resolve(host, 80, allow_private=False)
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "64:ff9b::7f00:1",  # NAT64 (RFC 6052) of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254, the cloud metadata service
+        "64:ff9b::10.1.2.3",
+        "64:ff9b:1::a00:1",  # local-use NAT64 (RFC 8215): a site's own translator
+        "64:ff9b:1:ffff::5db8:d822",
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::",  # 6to4 of the metadata service
+        "2001:0:a00:1::80ff:fffe",  # Teredo: server 10.0.0.1, client 127.0.0.1
+        "::127.0.0.1",  # IPv4-compatible
+        "::a9fe:a9fe",
+        "::ffff:0:127.0.0.1",  # IPv4-translated (SIIT)
+        "::ffff:0:c0a8:101",
+    ],
+)
+def test_ipv6_forms_of_private_ipv4_addresses_are_refused(host: str) -> None:
+    with pytest.raises(WebhookRefused, match="private"):
+        resolve(host, 80, allow_private=False)
+    assert check_url(f"http://[{host}]:8080/hook") == (host, 8080)
+
+
+@pytest.mark.parametrize(
+    "host", ["2606:4700:4700::1111", "64:ff9b::5db8:d822", "2002:5db8:d822::1", "::ffff:5db8:d822"]
+)
+def test_ipv6_forms_of_public_addresses_pass(host: str) -> None:
+    (address,) = resolve(host, 443, allow_private=False)
+    assert ipaddress.ip_address(address) == ipaddress.ip_address(host)
+
+
 def test_private_targets_when_allowed() -> None:
     assert resolve("127.0.0.1", 80, allow_private=True) == ["127.0.0.1"]
 
@@ -69,3 +101,5 @@ def test_signature_round_trip_and_tolerance() -> None:
     assert not verify(secret, str(now), body + b"x", header)
     assert not verify(secret, str(now - 3600), body, signature(secret, now - 3600, body))
     assert not verify(secret, "soon", body, header)
+    assert not verify(secret, "²", body, header)
+    assert not verify(secret, "1" * 5000, body, header)

@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml client/pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install run test test-fast lint bench clean demo-model quality
 
 install: $(STAMP) /usr/bin/redis-server
 
@@ -51,6 +51,20 @@ BENCH_ARGS ?=
 
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The shapes demo model: trained on this machine's CPU, resumably (var/shapes-train keeps the
+# checkpoints), then its outline adapter. Its weights are committed: `make run` does not train.
+DEMO_ARGS ?=
+
+demo-model: install
+	$(BIN)/python -m worker.shapes.train models/shapes --work var/shapes-train $(DEMO_ARGS)
+	$(BIN)/python -m worker.shapes.lora models/shapes models/adapters/shapes-outline.safetensors
+
+# How well the shapes model follows prompts, read by the judge (worker/shapes/quality.py).
+QUALITY_ARGS ?=
+
+quality: install
+	$(BIN)/python -m worker.shapes.quality $(QUALITY_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

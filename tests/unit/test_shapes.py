@@ -100,6 +100,7 @@ def test_training_smoke_run_learns_and_saves_an_ordinary_pipeline(tmp_path):
     out, work = tmp_path / "model", tmp_path / "work"
     args = [str(out), "--work", str(work), "--vae-steps", "50", "--scenes", "64"]
     args += ["--steps", "60", "--batch", "16", "--log-every", "10", "--eval-every", "0"]
+    args += ["--decoder-steps", "4"]
     assert train.main([*args, "--threads", "2"]) == 0
     losses = [json.loads(line)["loss"] for line in (work / "loss.jsonl").read_text().splitlines()]
     assert len(losses) == 6

@@ -15,6 +15,9 @@ moment picks up where it was:
    weights; every ``--eval-every`` steps the EMA model draws held-out prompts and the judge
    scores them.
 
+4. the VAE's decoder alone, the encoder (and so the UNet's latents) frozen, with the shapes'
+   pixels weighted up (``--only-decoder`` runs this stage by itself, beside stage 3).
+
 The EMA weights are then saved to OUT as an fp16 ``StableDiffusionPipeline`` folder.
 """
 
@@ -34,7 +37,17 @@ from typing import Any
 import numpy as np
 
 from worker.shapes import model as parts
-from worker.shapes.scenes import SIZE, Scene, caption, prompt, random_scene, render, scenes
+from worker.shapes.scenes import (
+    COLOURS,
+    SIZE,
+    Scene,
+    caption,
+    prompt,
+    random_scene,
+    render,
+    scenes,
+    shape_box,
+)
 
 SEED = 20261201
 EMPTY_CAPTIONS = 0.1
@@ -68,8 +81,9 @@ def _images(batch: list[Scene]) -> Any:
 
 
 def train_vae(work: Path, steps: int, batch: int = 8, lr: float = 1e-3, full: int = 150) -> Any:
-    """All but the last ``full`` steps see random 64x64 crops (a quarter of the work per
-    image: the VAE is convolutional), the last ones whole scenes."""
+    """All but the last ``full`` steps see 64x64 crops around a shape (a quarter of the work
+    per image: the VAE is convolutional), the last ones whole scenes; the shapes' pixels
+    weigh five times the background's, or the small shapes' colours are lost."""
     torch = _torch()
     path = work / "vae.pt"
     vae = parts.new_vae()
@@ -86,15 +100,16 @@ def train_vae(work: Path, steps: int, batch: int = 8, lr: float = 1e-3, full: in
     started, step = time.monotonic(), state["step"]
     while step < steps:
         rng = random.Random(SEED * 7 + step)
-        x = _images([random_scene(rng, two_shapes=0.4) for _ in range(batch)])
+        labels = [random_scene(rng, two_shapes=0.4) for _ in range(batch)]
+        x = _images(labels)
+        weights = _shape_weights(x, labels)
         if step < steps - full:
-            top, left = rng.randrange(0, SIZE - 63, 16), rng.randrange(0, SIZE - 63, 16)
-            x = x[:, :, top : top + 64, left : left + 64]
+            x, weights = _around_shapes(labels, x, weights)
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * (1 - step / steps))
         posterior = vae.encode(x).latent_dist
         y = vae.decode(posterior.sample()).sample
-        recon = (y - x).abs().mean() + (y - x).pow(2).mean()
+        recon = (weights * ((y - x).abs() + (y - x).pow(2))).mean()
         kl = posterior.kl().mean() / (x.shape[1] * x.shape[2] * x.shape[3])
         loss = recon + 1e-4 * kl
         optimizer.zero_grad(set_to_none=True)
@@ -111,6 +126,87 @@ def train_vae(work: Path, steps: int, batch: int = 8, lr: float = 1e-3, full: in
         if step % 200 == 0 or step == steps:
             _atomic_save(
                 {"step": step, "model": vae.state_dict(), "optimizer": optimizer.state_dict()},
+                path,
+            )
+    return vae.eval()
+
+
+def _shape_weights(x: Any, batch: list[Scene], boost: float = 4.0) -> Any:
+    """1 on the background, 1 + ``boost`` on the shapes and their edges: the shapes are a
+    small share of the pixels but all of the meaning."""
+    torch = _torch()
+    background = torch.tensor(
+        [[c / 127.5 - 1.0 for c in COLOURS[scene.background]] for scene in batch]
+    ).view(-1, 3, 1, 1)
+    on_shape = ((x - background).abs().amax(dim=1, keepdim=True) > 0.05).float()
+    on_shape = torch.nn.functional.max_pool2d(on_shape, 5, stride=1, padding=2)
+    return 1.0 + boost * on_shape
+
+
+def _around_shapes(labels: list[Scene], *tensors: Any) -> tuple[Any, ...]:
+    """64x64 windows (4x4 latents, aligned to them) around each scene's first shape, cut from
+    each of ``tensors`` (images at full size, or their 8x8 latents)."""
+    torch = _torch()
+    cut: list[list[Any]] = [[] for _ in tensors]
+    for i, scene in enumerate(labels):
+        cx, cy, _ = shape_box(scene.shapes[0], scene.offsets[0])
+        left = min(64, max(0, round((cx - 32) / 16) * 16))
+        top = min(64, max(0, round((cy - 32) / 16) * 16))
+        for out, tensor in zip(cut, tensors, strict=True):
+            if tensor.shape[-1] == SIZE:
+                out.append(tensor[i, :, top : top + 64, left : left + 64])
+            else:
+                out.append(tensor[i, :, top // 16 : top // 16 + 4, left // 16 : left // 16 + 4])
+    return tuple(torch.stack(out) for out in cut)
+
+
+def finetune_decoder(work: Path, vae: Any, steps: int, batch: int = 8, lr: float = 3e-4) -> Any:
+    """Train the decoder alone, the encoder (and so the latents the UNet learns) frozen, with
+    the shapes' pixels weighted up, on 64x64 crops around a shape and on whole scenes."""
+    torch = _torch()
+    path = work / "decoder.pt"
+    start = 0
+    if path.exists():
+        state = torch.load(path, weights_only=False)
+        vae.decoder.load_state_dict(state["decoder"])
+        vae.post_quant_conv.load_state_dict(state["post_quant_conv"])
+        start = state["step"]
+    if start >= steps:
+        return vae.eval()
+    trained = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
+    if start:
+        optimizer.load_state_dict(state["optimizer"])
+    vae.eval()
+    vae.decoder.train()
+    started = time.monotonic()
+    for step in range(start, steps):
+        rng = random.Random(SEED * 11 + step)
+        labels = [random_scene(rng, two_shapes=0.4) for _ in range(batch)]
+        x = _images(labels)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+        weights = _shape_weights(x, labels)
+        if step % 2:
+            x, z, weights = _around_shapes(labels, x, z, weights)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / 50)
+        y = vae.decode(z).sample
+        loss = (weights * ((y - x).abs() + (y - x).pow(2))).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % 25 == 0:
+            rate = (time.monotonic() - started) / (step + 1 - start)
+            log(f"decoder {step + 1}/{steps} loss {loss.item():.4f} ({rate:.2f} s/step)")
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            _atomic_save(
+                {
+                    "step": step + 1,
+                    "decoder": vae.decoder.state_dict(),
+                    "post_quant_conv": vae.post_quant_conv.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                },
                 path,
             )
     return vae.eval()
@@ -347,6 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=2000)
     parser.add_argument("--eval-count", type=int, default=48)
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--decoder-steps", type=int, default=1500)
+    parser.add_argument(
+        "--only-decoder",
+        action="store_true",
+        help="fine-tune the VAE's decoder alone (encoder frozen) and stop: it may run beside "
+        "the UNet stage, which then finds the decoder done",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--hours", type=float, default=None, help="stop the UNet stage after this long and save"
@@ -358,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.time() + args.hours * 3600 if args.hours else None
     log(f"stage 1: VAE, {args.vae_steps} steps")
     vae = train_vae(args.work, args.vae_steps)
+    if args.only_decoder:
+        finetune_decoder(args.work, vae, args.decoder_steps)
+        return 0
     log(f"stage 2: latents of {args.scenes} scenes")
     latents = encode_scenes(args.work, vae, args.scenes)
     log(f"stage 3: UNet and text encoder, {args.steps} steps of {args.batch}")
@@ -374,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         deadline=deadline,
         log_every=args.log_every,
     )
+    log(f"stage 4: the decoder alone, {args.decoder_steps} steps")
+    vae = finetune_decoder(args.work, vae, args.decoder_steps)
     export(args.out, vae, text_encoder, tokenizer, unet, latents["scale"])
     log(f"saved to {args.out} ({SIZE}x{SIZE})")
     return 0

@@ -208,12 +208,26 @@ function describeModel(model) {
   if (!workers) {
     text += ". No worker holds it yet: jobs wait in its queue.";
   }
-  return text;
+  return model.description ? `${model.description}. ${text}` : text;
+}
+
+// The model's own word on what its prompts should say, under the prompt box; its example (the
+// text after "e.g." up to the end of that sentence) becomes the placeholder.
+const promptField = $("prompt");
+const promptHint = $("prompt-hint");
+const DEFAULT_PLACEHOLDER = promptField.placeholder;
+
+function showPromptHint(model) {
+  const hint = model.prompt_hint || "";
+  promptHint.textContent = hint ? `${hint} Ctrl+Enter generates.` : "Ctrl+Enter generates.";
+  const example = /e\.g\. "([^"]+)"/.exec(hint);
+  promptField.placeholder = example ? example[1] : DEFAULT_PLACEHOLDER;
 }
 
 function applyModel(model) {
   state.model = model;
   $("model-info").textContent = describeModel(model);
+  showPromptHint(model);
   const [width, height] = model.native_size || [512, 512];
   fields.width.value = String(width);
   fields.height.value = String(height);

@@ -262,6 +262,8 @@ def _companions(context: WorkerContext, lead: JobRecord) -> list[JobRecord]:
                 break
             time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
         return taken
+    except JobTimeoutException:
+        raise  # the lead's time is up (see `execute`)
     except Exception:
         # Batching is an optimisation: the job runs alone rather than not at all.
         log.exception("looking for jobs to batch with %s failed; running it alone", lead.id)

@@ -38,8 +38,6 @@ from jobs.protocol import JobStatus, utcnow
 from jobs.queueing import JobQueues
 from jobs.records import JobError, JobRecord, Progress, StoredImage, dump, encode
 
-log = logging.getLogger(__name__)
-
 # One move of one job. KEYS: 1 the record, 2 its event channel, 3 the running set, 4 its lease,
 # 5 the index of queued jobs, 6 its RQ queue, 7 RQ's set of queues, 8 the webhook outbox's due
 # set. ARGV[1]: the move, as JSON (see `Lifecycle._step`); ARGV[2..]: the hash of the RQ job
@@ -58,10 +56,7 @@ else
   if not current then return false end
   local allowed = false
   for _, status in ipairs(m.from) do allowed = allowed or status == current end
-  if not allowed then
-    if m.untrack and current ~= '"running"' then redis.call('SREM', KEYS[3], m.job) end
-    return false
-  end
+  if not allowed then return false end
   for field, value in pairs(m.expect) do
     if redis.call('HGET', record, field) ~= value then return false end
   end
@@ -226,7 +221,9 @@ class Lifecycle:
             _, progress, notify = steps[job_id]
             view = {**progress.model_dump(), "fraction": progress.fraction}
             message = json.dumps({"event": "progress", **view}, separators=(",", ":"))
-            delivery = webhooks.Notices.progress(record, view) if notify else None
+            delivery = None
+            if notify and self.notices is not None:
+                delivery = self.notices.progress(record, view)
             args += [dump(progress), message]
             args += [webhooks.delivery_key(delivery.id), delivery.dump()] if delivery else ["", ""]
         mine = cast(list[int], self._progress(keys=redis_keys, args=args))
@@ -278,36 +275,29 @@ class Lifecycle:
         `worker_lost` once it has lost `poison_limit` workers. None when the lease came back
         or the job moved meanwhile (its worker was only slow, or another reaper won)."""
         attempts = record.attempts + 1
-        # What this reaper read must still hold: two reapers never both count one loss.
-        expect = {"attempts": dump(record.attempts), "worker": dump(record.worker)}
+        fields: dict[str, Any] = {**_fresh_start(record), "attempts": attempts}
+        to, event = JobStatus.QUEUED, None
+        push: bool | None = True
         if attempts >= poison_limit:
-            error = JobError(
-                code=FailureCode.WORKER_LOST.value,
-                message=f"the worker running this job was lost {attempts} times; the job is "
-                "not tried again",
-            )
-            move = self._step(
-                "recover",
-                record,
-                JobStatus.FAILED,
-                allowed=(JobStatus.RUNNING,),
-                expect=expect,
-                lease_lost=True,
-                fields={"attempts": attempts, "error": error},
-                event="completed",
-            )
-            return LOST if move is not None else None
+            message = f"the worker running this job was lost {attempts} times; the job is not "
+            error = JobError(code=FailureCode.WORKER_LOST.value, message=message + "tried again")
+            fields = {"attempts": attempts, "error": error}
+            to, push, event = JobStatus.FAILED, None, "completed"
         move = self._step(
             "recover",
             record,
-            JobStatus.QUEUED,
+            to,
             allowed=(JobStatus.RUNNING,),
-            expect=expect,
+            # What this reaper read must still hold: two reapers never both count one loss.
+            expect={"attempts": dump(record.attempts), "worker": dump(record.worker)},
             lease_lost=True,
-            fields={**_fresh_start(record), "attempts": attempts},
-            push=True,
+            fields=fields,
+            push=push,
+            event=event,
         )
-        return REQUEUED if move is not None else None
+        if move is None:
+            return None
+        return LOST if to is JobStatus.FAILED else REQUEUED
 
     def recover_adrift(self, record: JobRecord) -> bool:
         """A queued job on no queue (its worker died between taking it off the queue and
@@ -468,6 +458,8 @@ def _log(move: Move) -> None:
         previous=move.previous.value if move.previous is not None else None,
         worker=after.worker or before.worker,
         attempts=after.attempts or None,
-        timings=after.timings or None if after.status is JobStatus.SUCCEEDED else None,
+        timings=(after.timings or None) if after.status is JobStatus.SUCCEEDED else None,
         error=after.error.model_dump() if after.error is not None else None,
+        # The job's own request, also when another's run or a reaper moves it.
+        request_id=after.request_id,
     )

@@ -75,13 +75,13 @@ end
 if m.to == '"running"' then
   redis.call('SADD', KEYS[3], m.job)
   redis.call('SET', KEYS[4], m.lease[1], 'PX', m.lease[2])
-else
+elseif current == '"running"' then
   redis.call('SREM', KEYS[3], m.job)
   redis.call('DEL', KEYS[4])
 end
 if m.to == '"queued"' then
   redis.call('ZADD', KEYS[5], m.now, m.job)
-else
+elseif current == '"queued"' then
   redis.call('ZREM', KEYS[5], m.job)
 end
 if m.push then

@@ -104,7 +104,7 @@ class Batcher:
 
 def images(record: JobRecord) -> int:
     """The images (or videos) a job makes."""
-    return getattr(record.params, "n", 1)
+    return record.params.n
 
 
 def describe(records: list[JobRecord]) -> str:

@@ -57,14 +57,15 @@ class UnreadableParams(BaseModel):
 
     data: dict[str, Any]
     problem: str
+    # What is read of every job's params: an unreadable job has one image and no webhook.
+    n: int = 1
+    webhook: None = None
+    webhook_events: None = None
 
     @property
     def priority(self) -> Priority:
         value = self.data.get("priority")
         return Priority(value) if value in tuple(Priority) else Priority.NORMAL
-
-    webhook: None = None
-    webhook_events: None = None
 
 
 class JobRecord(BaseModel):

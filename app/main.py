@@ -32,7 +32,7 @@ from app.routes.jobs import PARAMS_SCHEMA
 from app.service import JobService
 from app.settings import AppSettings, get_app_settings
 from app.webhooks import Dispatcher, dispatch_forever
-from jobs import logs, webhooks
+from jobs import logs
 from jobs.catalog import load_catalog
 from jobs.queueing import JobQueues
 from jobs.records import JobStore
@@ -80,23 +80,9 @@ def build_state(settings: AppSettings) -> State:
 
 
 async def reap_forever(state: State, every_s: float) -> None:
-    """Look for running jobs whose worker was lost (see `jobs.recovery`)."""
-    jobs = state.jobs
+    """Look for jobs whose worker was lost (see `jobs.recovery`)."""
     settings = state.settings
-
-    def failed(job_id: str) -> None:
-        record = jobs.store.get(job_id)
-        if record is not None:
-            webhooks.notify(
-                jobs.store.redis,
-                record,
-                "completed",
-                state.storage,
-                base_url=settings.public_url or "",
-                url_ttl_s=settings.url_ttl_s,
-            )
-
-    reaper = Reaper(jobs.queues, settings.poison_limit, on_failed=failed)
+    reaper = Reaper(state.jobs.lifecycle, settings.poison_limit, settings.adrift_after_s)
     while True:
         try:
             await run_in_threadpool(reaper.reap_once)

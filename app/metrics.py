@@ -7,6 +7,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobs.lifecycle import Move
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(
@@ -28,6 +30,13 @@ JOBS_SUBMITTED = Counter(
     ["type", "model"],
     registry=REGISTRY,
 )
+JOB_MOVES = Counter(
+    "latentq_api_job_moves_total",
+    "Job moves this API process made (enqueue, cancel, and a reaper's recover), by move, "
+    "model and the status they led to.",
+    ["move", "model", "status"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "latentq_queue_depth",
     "Jobs waiting, by model and priority (read from Redis at scrape time).",
@@ -40,6 +49,10 @@ WORKERS = Gauge(
     ["model"],
     registry=REGISTRY,
 )
+
+
+def observe_move(move: Move) -> None:
+    JOB_MOVES.labels(move.name, move.after.model, move.after.status.value).inc()
 
 
 class MetricsMiddleware:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app import metrics
 from app.fairness import QueueShares
 from app.scopes import EVERY_SCOPE, check_priority
 from app.settings import AppSettings
@@ -21,13 +22,13 @@ from jobs.catalog import SCHEDULER_MIN_STEPS, Catalog, ModelEntry
 from jobs.errors import InvalidRequest, JobNotCancelable, JobNotFound, ModelNotFound
 from jobs.idempotency import IdempotencyKeyPending, IdempotencyKeys, fingerprint
 from jobs.images import InputImage, decode_base64, load_image
+from jobs.lifecycle import Lifecycle
 from jobs.protocol import (
     IMAGE_FIELDS,
     AnyParams,
     JobStatus,
     JobType,
     OutpaintParams,
-    Priority,
     Txt2ImgParams,
     Txt2VideoParams,
     is_job_id,
@@ -39,7 +40,7 @@ from jobs.queueing import JobQueues, live_workers
 from jobs.records import JobRecord, JobStore, Progress
 from jobs.storage import Storage, job_key
 from jobs.views import job_view
-from jobs.webhooks import check_url, notify, resolve
+from jobs.webhooks import Notices, check_url, resolve
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class JobService:
         self.store = store
         self.queues = queues
         self.storage = storage
+        notices = Notices(storage, base_url=settings.public_url or "", url_ttl_s=settings.url_ttl_s)
+        self.lifecycle = Lifecycle(queues, notices=notices, observe=metrics.observe_move)
 
     # -- submit ----------------------------------------------------------------------------
 
@@ -194,7 +197,7 @@ class JobService:
             status=JobStatus.QUEUED,
             created_at=utcnow(),
             progress=Progress(step=0, total_steps=_total_steps(params)),
-            params=params.model_dump(mode="json"),
+            params=params,
             inputs=inputs,
             timeout_s=self.settings.job_timeout(work),
             owner=owner,
@@ -203,14 +206,11 @@ class JobService:
         if self.shares is not None:
             self.shares.reserve(owner, model.id, job_id)
         try:
-            self.queues.submit(record, params.priority)
+            self.lifecycle.enqueue(record)
         except Exception:
             if self.shares is not None:
                 self.shares.release(owner, model.id, job_id)
             raise
-        logs.transition(
-            job_id, model.id, params.type.value, "queued", worker=None, attempts=None, timings=None
-        )
         return record
 
     def _model_for(self, params: AnyParams) -> ModelEntry:
@@ -352,8 +352,7 @@ class JobService:
         worker that runs or ran it)."""
         position = None
         if record.status is JobStatus.QUEUED:
-            priority = Priority(record.params.get("priority", Priority.NORMAL))
-            position = self.queues.position(record, priority)
+            position = self.queues.position(record)
         return job_view(
             record,
             self.storage,
@@ -370,29 +369,12 @@ class JobService:
         worker stops at the next step, when it sees the status.
         """
         record = self.get(job_id, caller)
-        active = (JobStatus.QUEUED, JobStatus.RUNNING)
-        previous = self.store.transition(job_id, JobStatus.CANCELED, allowed_from=active)
-        if previous is None:
+        if self.lifecycle.cancel(record) is None:
             record = self.get(job_id)
             raise JobNotCancelable(
                 f"job {job_id} has already ended ({record.status.value}); nothing to cancel"
             )
-        if previous is JobStatus.QUEUED:
-            priority = Priority(record.params.get("priority", Priority.NORMAL))
-            self.queues.remove(record, priority)
-        logs.transition(
-            job_id, record.model, record.type.value, "canceled", previous=previous.value
-        )
-        record = self.get(job_id)
-        notify(
-            self.store.redis,
-            record,
-            "completed",
-            self.storage,
-            base_url=self.settings.public_url or "",
-            url_ttl_s=self.settings.url_ttl_s,
-        )
-        return record
+        return self.get(job_id)
 
     def models(self, operator: bool = False) -> list[dict[str, Any]]:
         """The catalogue with its live workers; only the `operator` sees their names."""

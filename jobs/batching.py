@@ -4,21 +4,21 @@ A worker that takes a txt2img job looks a little way down its model's queues for
 queued jobs that a single pipeline call can run together with it: same task, size, steps,
 scheduler, guidance and adapters (prompts may differ; each image keeps its own seed, so a
 job's images do not depend on the company it ran in). It claims each one exactly like a
-dequeue would: the job moves to `running` under this worker's lease (the same atomic
-transition any run starts with), then leaves its queue. A worker that dies after that
-leaves jobs with expiring leases, which the reapers give back to their queues.
+dequeue would: in one step (`Lifecycle.start`), the job moves to `running` under this
+worker's lease and leaves its queue. A worker that dies after that leaves jobs with expiring
+leases, which the reapers give back to their queues.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from typing import Any, cast
 
-from jobs import defaults, keys
-from jobs.protocol import JobStatus, JobType, Priority, Txt2ImgParams, is_job_id
-from jobs.queueing import JobQueues
-from jobs.records import JobRecord, JobStore
+from jobs import defaults
+from jobs.lifecycle import Lifecycle
+from jobs.protocol import JobStatus, Priority, Txt2ImgParams, is_job_id
+from jobs.records import JobRecord
 
 JOB_ID_LENGTH = len(defaults.JOB_ID_PREFIX) + 22
 
@@ -53,14 +53,14 @@ def job_id_of(rq_id: str) -> str:
 class Batcher:
     """Finds and claims companions for a job this worker has just started."""
 
-    def __init__(self, queues: JobQueues, store: JobStore, worker: str) -> None:
-        self.queues = queues
-        self.store = store
+    def __init__(self, lifecycle: Lifecycle, worker: str) -> None:
+        self.lifecycle = lifecycle
+        self.queues = lifecycle.queues
         self.worker = worker
 
     def candidates(self, model_id: str, window: int) -> list[tuple[Priority, str]]:
         """The first `window` entries of each of the model's queues, most urgent first."""
-        with self.store.redis.pipeline(transaction=False) as pipe:
+        with self.queues.redis.pipeline(transaction=False) as pipe:
             for priority in Priority:
                 pipe.lrange(self.queues.queue(model_id, priority).key, 0, window - 1)
             listed = cast(list[list[bytes]], pipe.execute())
@@ -69,15 +69,6 @@ class Batcher:
             for priority, ids in zip(Priority, listed, strict=True)
             for rq_id in ids
         ]
-
-    def peek(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
-        """Records of several jobs in one round trip."""
-        ids = list(job_ids)
-        with self.store.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hgetall(keys.job(job_id))
-            raws = cast(list[dict[bytes, bytes]], pipe.execute())
-        return [self.store.parse(raw) for raw in raws]
 
     def take(
         self, lead: JobRecord, wanted: Hashable, room: int, key_of: Any = batch_key
@@ -90,20 +81,19 @@ class Batcher:
         found = self.candidates(lead.model, room * SCAN_FACTOR)
         if not found:
             return []
-        records = self.peek(job_id_of(rq_id) for _, rq_id in found)
+        records = self.queues.store.get_many([job_id_of(rq_id) for _, rq_id in found])
         taken: list[JobRecord] = []
-        for (priority, rq_id), record in zip(found, records, strict=True):
+        for record in records:
             if record is None or record.id == lead.id or record.status is not JobStatus.QUEUED:
                 continue
-            if record.type is not JobType.TXT2IMG or record.model != lead.model:
+            params = record.params
+            # Unreadable params never batch: the job's own run fails it with the reason.
+            if not isinstance(params, Txt2ImgParams) or record.model != lead.model:
                 continue
-            try:
-                params = record.typed_params()
-            except ValueError:
-                continue  # its own run will fail it with the reason
             if params.n > room or key_of(params) != wanted:
                 continue
-            claimed = self.claim(record, priority, rq_id)
+            # Off its queue in the same step, so no worker dequeues it only to skip it.
+            claimed = self.lifecycle.start(record, self.worker, take_from_queue=True)
             if claimed is not None:
                 taken.append(claimed)
                 room -= params.n
@@ -111,19 +101,12 @@ class Batcher:
                     break
         return taken
 
-    def claim(self, record: JobRecord, priority: Priority, rq_id: str) -> JobRecord | None:
-        """Start a queued job here, as a worker dequeuing it would; None when someone else
-        (a worker, a cancel) got to it first."""
-        moved = self.store.transition(
-            record.id, JobStatus.RUNNING, allowed_from=(JobStatus.QUEUED,), worker=self.worker
-        )
-        if moved is None:
-            return None
-        # Off the queue, so no worker dequeues it only to skip it; RQ's copy expires.
-        self.queues.forget(rq_id, record.model, priority)
-        return self.store.get(record.id)
+
+def images(record: JobRecord) -> int:
+    """The images (or videos) a job makes."""
+    return record.params.n
 
 
 def describe(records: list[JobRecord]) -> str:
     """For logs: the jobs of a batch and their images."""
-    return json.dumps({r.id: int(r.params.get("n", 1)) for r in records})
+    return json.dumps({r.id: images(r) for r in records})

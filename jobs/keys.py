@@ -31,6 +31,10 @@ def lease(job_id: str) -> str:
 RUNNING = f"{PREFIX}:running"
 """Set of the ids of running jobs, which the reapers check for lost leases."""
 
+QUEUED = f"{PREFIX}:queued"
+"""Sorted set of the ids of queued jobs, by when each was last known to be on its queue; the
+reapers look there for jobs that are on none."""
+
 
 def worker(name: str) -> str:
     """A worker's presence (JSON with its models), expiring unless it heartbeats."""

@@ -24,6 +24,7 @@ _FIELDS = (
     "model",
     "type",
     "status",
+    "move",
     "previous",
     "worker",
     "timings",
@@ -91,7 +92,10 @@ def configure(fmt: str = "json", level: str = "INFO") -> None:
     root.setLevel(level.upper())
 
 
-def transition(job_id: str, model: str, job_type: str, status: str, **extra: Any) -> None:
-    """The one line a job's status change writes."""
+def transition(
+    job_id: str, model: str, job_type: str, status: str, level: int = logging.INFO, **extra: Any
+) -> None:
+    """The one line a job's move (`jobs.lifecycle`), or the end of a run, writes."""
     fields = {"job_id": job_id, "model": model, "type": job_type, "status": status, **extra}
-    log.info("job %s %s", job_id, status, extra={k: v for k, v in fields.items() if v is not None})
+    extra = {k: v for k, v in fields.items() if v is not None}
+    log.log(level, "job %s %s", job_id, status, extra=extra)

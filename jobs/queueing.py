@@ -1,20 +1,21 @@
-"""Putting jobs on RQ queues, and reading where they stand.
+"""RQ queues: what a job's RQ job holds, and where a job stands in its queue.
 
-Each model has one queue per priority (`keys.queues`). The record and the RQ job are written
-in one MULTI/EXEC, so a job is either fully accepted or not at all.
+Each model has one queue per priority (`keys.queues`). RQ's structures are written by
+`jobs.lifecycle`, in the same atomic step as the status move they go with (an enqueue, a
+give back, a recovery), from the fields `rq_job` computes with RQ's own `Job`.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from typing import Any, cast
 
 import redis
 from rq import Queue
-from rq.job import Job
+from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
+from rq.utils import now
 
 from jobs import keys
 from jobs.errors import QueueFull
@@ -50,77 +51,44 @@ class JobQueues:
             lengths = pipe.execute()
         return dict(zip(Priority, lengths, strict=True))
 
-    def submit(self, record: JobRecord, priority: Priority) -> None:
-        """Write the record and enqueue its job atomically; `QueueFull` past `queue_max`."""
-        waiting = sum(self.depth(record.model).values())
+    def check_room(self, model_id: str) -> None:
+        """`QueueFull` once `queue_max` jobs wait for the model."""
+        waiting = sum(self.depth(model_id).values())
         if waiting >= self.queue_max:
             raise QueueFull(
-                f"{waiting} jobs are already waiting for model {record.model}; retry later",
+                f"{waiting} jobs are already waiting for model {model_id}; retry later",
                 headers={"Retry-After": "30"},
             )
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.multi()  # explicit, as RQ expects of a pipeline it is handed
-            self.store.create(record, pipe)
-            self._enqueue(record.id, record.model, priority, pipe, timeout_s=record.timeout_s)
-            pipe.execute()
 
-    def requeue(
-        self,
-        job_id: str,
-        model_id: str,
-        priority: Priority,
-        pipe: redis.client.Pipeline,
-        timeout_s: int | None = None,
-    ) -> None:
-        """Put a job back at the front of its queue (on `pipe`), as a new RQ job: the RQ job
-        of the run it replaces may still be finishing, and RQ deletes that one when it does."""
-        rq_id = f"{job_id}-r{secrets.token_hex(4)}"
-        pipe.hset(keys.job(job_id), "rq_id", json.dumps(rq_id))
-        self._enqueue(
-            job_id, model_id, priority, pipe, at_front=True, rq_id=rq_id, timeout_s=timeout_s
-        )
-
-    def _enqueue(
-        self,
-        job_id: str,
-        model_id: str,
-        priority: Priority,
-        pipe: redis.client.Pipeline,
-        at_front: bool = False,
-        rq_id: str | None = None,
-        timeout_s: int | None = None,
-    ) -> None:
-        self.queue(model_id, priority).enqueue_call(
+    def rq_job(
+        self, job_id: str, model_id: str, priority: Priority, rq_id: str, timeout_s: int | None
+    ) -> list[str | bytes]:
+        """The hash (field, value, ...) of the RQ job that carries `job_id` on its queue, as
+        RQ's own atomic enqueue (`rq.scripts.save_unique_job`) writes it from its `Job`: a
+        worker's dequeue reads it like any other."""
+        queue = self.queue(model_id, priority)
+        job = queue.create_job(
             keys.RUN_JOB,
             args=(job_id,),
-            job_id=rq_id or job_id,
+            job_id=rq_id,
             timeout=timeout_s or self.job_timeout_s,
             # The record is the job's state; RQ's own copy of the outcome is not needed.
             result_ttl=0,
             failure_ttl=self.store.ttl_s,
-            at_front=at_front,
-            pipeline=pipe,
+            status=RQStatus.QUEUED,
         )
+        job.origin = queue.name
+        job.enqueued_at = now()
+        fields: list[str | bytes] = []
+        for name, value in job.to_dict().items():
+            if value is not None:
+                fields += [name, value if isinstance(value, bytes | str) else str(value)]
+        return fields
 
-    def remove(self, record: JobRecord, priority: Priority) -> None:
-        """Take a canceled job off its queue, and let RQ's copy of it expire.
-
-        A worker may be taking the job off the queue at this very moment: it then finds the job
-        canceled and skips it. RQ's copy is left to expire rather than deleted, because deleting
-        it races with that worker's own bookkeeping of the run.
-        """
-        self.forget(record.rq_id or record.id, record.model, priority)
-
-    def forget(self, rq_id: str, model_id: str, priority: Priority) -> None:
-        """Take an RQ job off its queue and let its hash expire (see `remove`)."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lrem(self.queue(model_id, priority).key, 0, rq_id)
-            pipe.expire(Job.key_for(rq_id), self.store.ttl_s)
-            pipe.execute()
-
-    def position(self, record: JobRecord, priority: Priority) -> int | None:
+    def position(self, record: JobRecord) -> int | None:
         """1 for the next job a worker of this model will take; None when not waiting.
         One round trip: the lengths of the more urgent queues and the job's index in its own."""
+        priority = record.priority
         urgent = list(Priority)[: list(Priority).index(priority)]
         with self.redis.pipeline(transaction=False) as pipe:
             for p in urgent:

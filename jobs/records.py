@@ -1,8 +1,7 @@
-"""Job records in Redis and the status state machine.
+"""Job records in Redis, and reading them.
 
-A record is a hash at `keys.job(id)`; each field holds JSON. Status changes go through one
-Lua script so that a transition is atomic and a terminal status is final, whichever API
-replica or worker asks.
+A record is a hash at `keys.job(id)`; each field holds JSON. Only `jobs.lifecycle` writes
+one: each of its moves changes the status and does what goes with it in one atomic step.
 """
 
 from __future__ import annotations
@@ -11,10 +10,11 @@ import json
 from typing import Any, cast
 
 import redis
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator
+from pydantic_core import to_jsonable_python
 
-from jobs import events, keys
-from jobs.protocol import AnyParams, JobStatus, JobType, parse_params, utcnow
+from jobs import keys
+from jobs.protocol import AnyParams, JobStatus, JobType, Priority, parse_params
 
 
 class Progress(BaseModel):
@@ -49,6 +49,25 @@ class JobError(BaseModel):
     message: str
 
 
+class UnreadableParams(BaseModel):
+    """Stored params that do not validate (written behind the API's back, or by a release
+    with other rules): the record stays readable, and a worker fails the job with `problem`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data: dict[str, Any]
+    problem: str
+    # What is read of every job's params: an unreadable job has one image and no webhook.
+    n: int = 1
+    webhook: None = None
+    webhook_events: None = None
+
+    @property
+    def priority(self) -> Priority:
+        value = self.data.get("priority")
+        return Priority(value) if value in tuple(Priority) else Priority.NORMAL
+
+
 class JobRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -60,7 +79,8 @@ class JobRecord(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     progress: Progress = Progress()
-    params: dict[str, Any]
+    params: AnyParams | UnreadableParams
+    """The typed params of the job's type, validated when the record is read."""
     inputs: dict[str, str] = {}
     """Storage keys of the input images by field name (`image`, `mask`)."""
     images: list[StoredImage] | None = None
@@ -80,83 +100,74 @@ class JobRecord(BaseModel):
     poison limit)."""
     timings: dict[str, float] = {}
 
-    def typed_params(self) -> AnyParams:
-        return parse_params(self.params)
+    @field_validator("params", mode="before")
+    @classmethod
+    def _typed(cls, value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            return value
+        try:
+            return parse_params(value)
+        except (ValidationError, ValueError) as exc:
+            return UnreadableParams(data=dict(value), problem=str(exc))
+
+    @field_serializer("params")
+    def _dump_params(self, params: AnyParams | UnreadableParams) -> dict[str, Any]:
+        return _params_data(params)
+
+    def params_data(self) -> dict[str, Any]:
+        """The params as stored and shown (the normalised request), as JSON data."""
+        return _params_data(self.params)
+
+    @property
+    def priority(self) -> Priority:
+        return self.params.priority
+
+    def wants_webhook(self, event: str) -> str | None:
+        """The URL to notify of `event` (`start`, `progress`, `completed`), if the job
+        asked for it."""
+        params = self.params
+        if params.webhook is None:
+            return None
+        return params.webhook if event in (params.webhook_events or ("completed",)) else None
 
 
-_FIELDS = tuple(JobRecord.model_fields)
-
-# KEYS: the record, its event channel, the running set, its lease. ARGV[1] the new status;
-# ARGV[2] the statuses it may come from, comma-separated; ARGV[3] the message to publish;
-# ARGV[4] the worker that must hold the job ('' for anyone); ARGV[5] the worker taking the
-# lease (moving to running); ARGV[6] the lease in ms; ARGV[7] the job id; ARGV[8..]
-# field/value pairs to set with it. Returns the previous status, or false when the record is
-# missing or the move is not allowed.
-_TRANSITION = """
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return false end
-local from = ',' .. ARGV[2] .. ','
-if not string.find(from, ',' .. current .. ',', 1, true) then return false end
-if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[4] then return false end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 8))
-if ARGV[1] == '"running"' then
-  redis.call('SADD', KEYS[3], ARGV[7])
-  redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
-else
-  redis.call('SREM', KEYS[3], ARGV[7])
-  redis.call('DEL', KEYS[4])
-end
-redis.call('PUBLISH', KEYS[2], ARGV[3])
-return current
-"""
-
-# A worker's word that it still runs the job: renews the lease, and tells it whether the job
-# is still its own (not canceled, not taken over after its lease ran out).
-# KEYS: the record, its lease. ARGV: the worker, the lease in ms.
-_HEARTBEAT = """
-if redis.call('HGET', KEYS[1], 'status') ~= '"running"' then return 0 end
-if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
-# Progress: a heartbeat that also writes and publishes the step.
-# KEYS: the record, its lease, its channel. ARGV: worker, lease ms, progress, message.
-_PROGRESS = """
-if redis.call('HGET', KEYS[1], 'status') ~= '"running"' then return 0 end
-if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-redis.call('HSET', KEYS[1], 'progress', ARGV[3])
-redis.call('PUBLISH', KEYS[3], ARGV[4])
-return 1
-"""
+def _params_data(params: AnyParams | UnreadableParams) -> dict[str, Any]:
+    if isinstance(params, UnreadableParams):
+        return params.data
+    return params.model_dump(mode="json")
 
 
-def _encode(value: Any) -> str:
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    return json.dumps(value, separators=(",", ":"))
+FIELDS = tuple(JobRecord.model_fields)
+
+
+def encode(record: JobRecord) -> dict[str, str]:
+    """The record as its hash holds it: each field as JSON."""
+    return {name: dump(value) for name, value in record.model_dump(mode="json").items()}
+
+
+def dump(value: Any) -> str:
+    """One field's stored form (JSON, compact); statuses are compared in this form."""
+    return json.dumps(to_jsonable_python(value), separators=(",", ":"))
 
 
 class JobStore:
-    """Reads and writes job records. Works with a plain `redis.Redis` (decode_responses off)."""
+    """Reads job records. Works with a plain `redis.Redis` (decode_responses off)."""
 
     def __init__(self, connection: redis.Redis, ttl_s: int, lease_s: float = 15.0) -> None:
         self.redis = connection
         self.ttl_s = ttl_s
         self.lease_s = lease_s
-        self._transition = connection.register_script(_TRANSITION)
-        self._heartbeat = connection.register_script(_HEARTBEAT)
-        self._progress = connection.register_script(_PROGRESS)
-
-    def create(self, record: JobRecord, pipe: redis.client.Pipeline) -> None:
-        """Queue the record's write on `pipe`, so that it lands together with the enqueue."""
-        key = keys.job(record.id)
-        pipe.hset(key, mapping={f: _encode(getattr(record, f)) for f in _FIELDS})
-        pipe.expire(key, self.ttl_s)
 
     def get(self, job_id: str) -> JobRecord | None:
         return self.parse(cast(dict[bytes, bytes], self.redis.hgetall(keys.job(job_id))))
+
+    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        """Records of several jobs in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(keys.job(job_id))
+            raws = cast(list[dict[bytes, bytes]], pipe.execute())
+        return [self.parse(raw) for raw in raws]
 
     @staticmethod
     def parse(raw: dict[bytes, bytes]) -> JobRecord | None:
@@ -164,73 +175,8 @@ class JobStore:
         if not raw:
             return None
         return JobRecord.model_validate(
-            {k.decode(): json.loads(v) for k, v in raw.items() if k.decode() in _FIELDS}
+            {k.decode(): json.loads(v) for k, v in raw.items() if k.decode() in FIELDS}
         )
-
-    def transition(
-        self,
-        job_id: str,
-        to: JobStatus,
-        *,
-        allowed_from: tuple[JobStatus, ...],
-        holder: str | None = None,
-        **fields: Any,
-    ) -> JobStatus | None:
-        """Move a job to `to` if its status is one of `allowed_from` (and, with `holder`, if
-        that worker holds it), setting `fields` with it.
-
-        The timestamp of the new status is set here; moving to running takes the lease for
-        `fields["worker"]`. Returns the previous status, or None when the job is missing or
-        not in an allowed status.
-        """
-        lease_holder = ""
-        if to is JobStatus.RUNNING:
-            if not fields.get("worker"):
-                raise ValueError("a job moves to running with the worker that runs it")
-            fields.setdefault("started_at", utcnow())
-            lease_holder = _encode(fields["worker"])
-        elif to.is_terminal():
-            fields.setdefault("finished_at", utcnow())
-        # Statuses are compared in their stored (JSON) form.
-        args = [
-            _encode(to.value),
-            ",".join(_encode(s.value) for s in allowed_from),
-            events.status_message(to.value),
-            _encode(holder) if holder is not None else "",
-            lease_holder,
-            str(int(self.lease_s * 1000)),
-            job_id,
-        ]
-        for name, value in fields.items():
-            if name not in _FIELDS:
-                raise ValueError(f"no record field {name!r}")
-            args += [name, _encode(value)]
-        previous = self._transition(
-            keys=[keys.job(job_id), events.channel(job_id), keys.RUNNING, keys.lease(job_id)],
-            args=args,
-        )
-        return JobStatus(json.loads(previous)) if previous else None
-
-    def heartbeat(self, job_id: str, worker: str) -> bool:
-        """Renew `worker`'s lease on the job; False when the job is no longer its to run."""
-        lease_ms = str(int(self.lease_s * 1000))
-        alive = self._heartbeat(
-            keys=[keys.job(job_id), keys.lease(job_id)], args=[_encode(worker), lease_ms]
-        )
-        return bool(alive)
-
-    def set_progress(self, job_id: str, progress: Progress, worker: str) -> bool:
-        """Write and publish progress, renewing the lease; False (nothing written) when the
-        job is no longer `worker`'s to run."""
-        message = json.dumps(
-            {"event": "progress", **progress.model_dump(), "fraction": progress.fraction},
-            separators=(",", ":"),
-        )
-        written = self._progress(
-            keys=[keys.job(job_id), keys.lease(job_id), events.channel(job_id)],
-            args=[_encode(worker), str(int(self.lease_s * 1000)), _encode(progress), message],
-        )
-        return bool(written)
 
     def status(self, job_id: str) -> JobStatus | None:
         raw = self.redis.hget(keys.job(job_id), "status")

@@ -1,135 +1,102 @@
-"""Finding jobs whose worker died, and running them again.
+"""Finding jobs that lost their worker, and running them again.
 
-A running job's worker renews the job's lease (`keys.lease`) at every step. When a lease
-runs out — the worker was killed, its machine lost, its process hung — any reaper (every
-worker and every API replica runs one; they are safe together) puts the job back at the
-front of its queue, up to the poison limit: a job that loses workers that often fails with
-`worker_lost` instead of taking down one worker after another.
+Every worker and every API replica runs a reaper; they are safe together, since each move is
+made by `jobs.lifecycle` only if what the reaper saw still holds. A reaper looks for:
+
+- running jobs whose lease ran out — the worker was killed, its machine lost, its process
+  hung: they go back to the front of their queue, up to the poison limit, past which they
+  fail with `worker_lost` instead of taking down one worker after another;
+- queued jobs on no queue — a worker took the job off its queue and died before it could
+  start it: once the job has been seen adrift for `adrift_after_s`, it goes back to the front
+  of its queue. (The wait covers the instant between a worker's pop and its start.)
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Callable
+import time
 from typing import cast
 
-import redis
+from jobs import keys
+from jobs.lifecycle import REQUEUED, Lifecycle
+from jobs.protocol import JobStatus
+from jobs.records import JobRecord
 
-from jobs import events, keys, logs
-from jobs.errors import FailureCode
-from jobs.protocol import JobStatus, Priority, utcnow
-from jobs.queueing import JobQueues
-from jobs.records import JobError, Progress
-
-log = logging.getLogger(__name__)
-
-REQUEUED = "requeued"
-LOST = "failed"
+ADRIFT_SCAN = 500
+"""Most queued jobs one reap checks for being on their queue."""
 
 
 class Reaper:
-    def __init__(
-        self, queues: JobQueues, poison_limit: int, on_failed: Callable[[str], None] | None = None
-    ) -> None:
-        self.queues = queues
-        self.redis = queues.redis
+    def __init__(self, lifecycle: Lifecycle, poison_limit: int, adrift_after_s: float) -> None:
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
+        self.redis = lifecycle.redis
         self.poison_limit = poison_limit
-        self.on_failed = on_failed
-        """Called with the id of a job this reaper failed (to send its webhook)."""
+        self.adrift_after_s = adrift_after_s
+        self._adrift: dict[str, tuple[str | None, float]] = {}
+        """Jobs this reaper saw queued on no queue: the RQ job it looked for, and when."""
 
     def reap_once(self) -> dict[str, str]:
-        """Check every running job's lease once; returns what was done, by job id."""
+        """Look once for lost jobs and put them back; what was done, by job id."""
+        return {**self._lost_leases(), **self._adrift_jobs()}
+
+    def _lost_leases(self) -> dict[str, str]:
+        running = sorted(r.decode() for r in cast(set[bytes], self.redis.smembers(keys.RUNNING)))
+        if not running:
+            return {}
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in running:
+                pipe.exists(keys.lease(job_id))
+            leased = pipe.execute()
         done = {}
-        running = cast(set[bytes], self.redis.smembers(keys.RUNNING))
-        for raw_id in running:
-            job_id = raw_id.decode()
-            if self.redis.exists(keys.lease(job_id)):
+        lost = [job_id for job_id, held in zip(running, leased, strict=True) if not held]
+        for job_id, record in zip(lost, self.store.get_many(lost), strict=True):
+            if record is None or record.status is not JobStatus.RUNNING:
+                self.lifecycle.untrack(job_id)
                 continue
-            outcome = self._reap(job_id)
+            outcome = self.lifecycle.recover(record, self.poison_limit)
             if outcome is not None:
                 done[job_id] = outcome
         return done
 
-    def _reap(self, job_id: str) -> str | None:
-        record_key, lease_key = keys.job(job_id), keys.lease(job_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                # Optimistic: if the lease comes back or the record changes before EXEC (the
-                # worker was only slow, or another reaper won), nothing is written.
-                pipe.watch(record_key, lease_key)  # type: ignore[no-untyped-call]
-                if pipe.exists(lease_key):
-                    return None
-                status, attempts, model, params, progress, timeout_s, job_type = (
-                    json.loads(v) if v is not None else None
-                    for v in pipe.hmget(
-                        record_key,
-                        "status",
-                        "attempts",
-                        "model",
-                        "params",
-                        "progress",
-                        "timeout_s",
-                        "type",
-                    )
-                )
-                if status != JobStatus.RUNNING.value:
-                    pipe.multi()
-                    pipe.srem(keys.RUNNING, job_id)
-                    pipe.execute()
-                    return None
-                attempts = int(attempts or 0) + 1
-                total = Progress.model_validate(progress or {}).total_steps
-                pipe.multi()
-                pipe.srem(keys.RUNNING, job_id)
-                if attempts >= self.poison_limit:
-                    error = JobError(
-                        code=FailureCode.WORKER_LOST.value,
-                        message=f"the worker running this job was lost {attempts} times; the "
-                        "job is not tried again",
-                    )
-                    pipe.hset(
-                        record_key,
-                        mapping={
-                            "status": json.dumps(JobStatus.FAILED.value),
-                            "finished_at": json.dumps(utcnow()),
-                            "attempts": json.dumps(attempts),
-                            "error": error.model_dump_json(),
-                        },
-                    )
-                    pipe.publish(
-                        events.channel(job_id), events.status_message(JobStatus.FAILED.value)
-                    )
-                    outcome = LOST
-                else:
-                    pipe.hset(
-                        record_key,
-                        mapping={
-                            "status": json.dumps(JobStatus.QUEUED.value),
-                            "started_at": "null",
-                            "worker": "null",
-                            "attempts": json.dumps(attempts),
-                            "progress": Progress(step=0, total_steps=total).model_dump_json(),
-                        },
-                    )
-                    pipe.publish(
-                        events.channel(job_id), events.status_message(JobStatus.QUEUED.value)
-                    )
-                    priority = Priority((params or {}).get("priority", Priority.NORMAL))
-                    self.queues.requeue(job_id, str(model), priority, pipe, timeout_s)
-                    outcome = REQUEUED
-                pipe.execute()
-            except redis.WatchError:
-                return None
-        log.warning("job %s lost its worker (loss %d): %s", job_id, attempts, outcome)
-        logs.transition(
-            job_id,
-            str(model),
-            str(job_type),
-            "failed" if outcome == LOST else "queued",
-            previous="worker_lost",
-            attempts=attempts,
+    def _adrift_jobs(self) -> dict[str, str]:
+        """Queued jobs not seen on their queue for `adrift_after_s` are checked; one on no
+        queue is put back once this reaper has seen it so for that long."""
+        now = time.time()
+        raw = self.redis.zrangebyscore(
+            keys.QUEUED, "-inf", now - self.adrift_after_s, start=0, num=ADRIFT_SCAN
         )
-        if outcome == LOST and self.on_failed is not None:
-            self.on_failed(job_id)
-        return outcome
+        ids = [i.decode() for i in cast(list[bytes], raw)]
+        seen = {job_id: self._adrift.pop(job_id) for job_id in ids if job_id in self._adrift}
+        self._adrift.clear()  # what it saw of jobs no longer due for a check is stale
+        if not ids:
+            return {}
+        records = self.store.get_many(ids)
+        queued = [r for r in records if r is not None and r.status is JobStatus.QUEUED]
+        for job_id, record in zip(ids, records, strict=True):
+            if record is None or record.status is not JobStatus.QUEUED:
+                self.lifecycle.untrack(job_id)
+        on_queue = self._on_queue(queued)
+        adrift = []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for record in queued:
+                if on_queue[record.id]:
+                    # Waiting as it should: not checked again for a while.
+                    pipe.zadd(keys.QUEUED, {record.id: now}, xx=True)
+                    continue
+                first = seen.get(record.id)
+                if first is None or first[0] != record.rq_id:
+                    self._adrift[record.id] = (record.rq_id, now)
+                elif now - first[1] < self.adrift_after_s:
+                    self._adrift[record.id] = first
+                else:
+                    adrift.append(record)
+            pipe.execute()
+        return {r.id: REQUEUED for r in adrift if self.lifecycle.recover_adrift(r)}
+
+    def _on_queue(self, records: list[JobRecord]) -> dict[str, bool]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                queue = self.lifecycle.queues.queue(record.model, record.priority)
+                pipe.lpos(queue.key, record.rq_id or record.id)
+            found = pipe.execute()
+        return {r.id: index is not None for r, index in zip(records, found, strict=True)}

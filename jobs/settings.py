@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     reap_interval_s: float = Field(default=3.0, gt=0)
     """How often each worker and API replica looks for running jobs with lost leases."""
 
+    adrift_after_s: float = Field(default=5.0, gt=0)
+    """A queued job seen on no queue for this long is put back on its queue (its worker died
+    between taking it off the queue and starting it). Keep it above the longest pause a
+    live worker may take between the two."""
+
     poison_limit: int = Field(default=2, ge=1)
     """Worker losses after which a job fails with `worker_lost` instead of running again."""
 

@@ -41,7 +41,7 @@ def job_view(
             "fraction": progress.fraction,
             "eta_s": progress.eta_s if record.status is JobStatus.RUNNING else None,
         },
-        "params": record.params,
+        "params": record.params_data(),
         "result": result,
         "error": record.error.model_dump() if record.error else None,
         "timings": record.timings,

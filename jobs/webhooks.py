@@ -161,28 +161,18 @@ class Delivery:
     def dump(self) -> str:
         return json.dumps(self.__dict__)
 
-
-def enqueue(
-    connection: redis.Redis,
-    url: str,
-    event: str,
-    payload: dict[str, Any],
-    job_id: str,
-    retry: bool = True,
-) -> str:
-    delivery = Delivery(
-        id="wh_" + secrets.token_urlsafe(12),
-        url=url,
-        event=event,
-        job_id=job_id,
-        body=json.dumps(payload, separators=(",", ":")),
-        retry=retry,
-    )
-    with connection.pipeline(transaction=True) as pipe:
-        pipe.set(delivery_key(delivery.id), delivery.dump(), ex=DELIVERY_TTL_S)
-        pipe.zadd(DUE, {delivery.id: time.time()})
-        pipe.execute()
-    return delivery.id
+    @classmethod
+    def new(
+        cls, url: str, event: str, payload: dict[str, Any], job_id: str, retry: bool = True
+    ) -> Delivery:
+        return cls(
+            id="wh_" + secrets.token_urlsafe(12),
+            url=url,
+            event=event,
+            job_id=job_id,
+            body=json.dumps(payload, separators=(",", ":")),
+            retry=retry,
+        )
 
 
 # Take the earliest due delivery and hide it for a lease, so two dispatchers never send it at
@@ -229,34 +219,29 @@ class Outbox:
 # -- what happened ---------------------------------------------------------------------------
 
 
-def wanted(params: dict[str, Any], event: str) -> str | None:
-    """The job's webhook URL if it asked for `event`, else None."""
-    url = params.get("webhook")
-    if not url:
-        return None
-    events = params.get("webhook_events") or ("completed",)
-    return str(url) if event in events else None
+class Notices:
+    """The deliveries that tell a job's receiver what happened to it. `jobs.lifecycle` writes
+    them to the outbox in the same atomic step as the move they announce."""
 
+    def __init__(self, storage: Storage, *, base_url: str, url_ttl_s: int) -> None:
+        self.storage = storage
+        self.base_url = base_url
+        self.url_ttl_s = url_ttl_s
 
-def notify(
-    connection: redis.Redis,
-    record: JobRecord,
-    event: str,
-    storage: Storage,
-    *,
-    base_url: str,
-    url_ttl_s: int,
-) -> None:
-    """Queue a `start` or `completed` delivery with the whole Job, if the job asked for it."""
-    url = wanted(record.params, event)
-    if url is None:
-        return
-    job = job_view(record, storage, base_url=base_url, url_ttl_s=url_ttl_s)
-    enqueue(connection, url, event, {"event": event, "job": job}, record.id)
+    def about(self, record: JobRecord, event: str) -> Delivery | None:
+        """A `start` or `completed` delivery with the whole Job, if the job asked for it."""
+        url = record.wants_webhook(event)
+        if url is None:
+            return None
+        job = job_view(record, self.storage, base_url=self.base_url, url_ttl_s=self.url_ttl_s)
+        return Delivery.new(url, event, {"event": event, "job": job}, record.id)
 
-
-def notify_progress(connection: redis.Redis, record: JobRecord, progress: dict[str, Any]) -> None:
-    url = wanted(record.params, "progress")
-    if url is not None:
+    @staticmethod
+    def progress(record: JobRecord, progress: dict[str, Any]) -> Delivery | None:
+        """A `progress` delivery, if the job asked for them; never retried (the next one
+        supersedes it)."""
+        url = record.wants_webhook("progress")
+        if url is None:
+            return None
         payload = {"event": "progress", "job_id": record.id, "progress": progress}
-        enqueue(connection, url, "progress", payload, record.id, retry=False)
+        return Delivery.new(url, "progress", payload, record.id, retry=False)

@@ -24,14 +24,16 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from jobs import defaults, keys, logs, webhooks
+from jobs import defaults, keys, logs
 from jobs.batching import Batcher
 from jobs.catalog import Catalog, CatalogError, ModelEntry, load_catalog
+from jobs.lifecycle import Lifecycle
 from jobs.protocol import Priority
 from jobs.queueing import JobQueues, announce_worker, retire_worker
 from jobs.records import JobStore
 from jobs.recovery import Reaper
-from jobs.storage import Storage, make_storage
+from jobs.storage import make_storage
+from jobs.webhooks import Notices
 from worker import metrics
 from worker.runner import WorkerContext
 from worker.settings import WorkerSettings, get_worker_settings
@@ -121,19 +123,6 @@ class DrainingWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
 
-def _notify_lost(store: JobStore, storage: Storage, settings: WorkerSettings, job_id: str) -> None:
-    record = store.get(job_id)
-    if record is not None:
-        webhooks.notify(
-            store.redis,
-            record,
-            "completed",
-            storage,
-            base_url=settings.public_url or "",
-            url_ttl_s=settings.url_ttl_s,
-        )
-
-
 def _gpu_memory_reporter(device: object) -> Callable[[], None] | None:
     import torch
 
@@ -203,8 +192,16 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
 
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
     connection = redis.Redis.from_url(settings.redis_url)
-    store = JobStore(connection, settings.job_ttl_s, settings.lease_s)
     storage = make_storage(settings)
+    notices = Notices(storage, base_url=settings.public_url or "", url_ttl_s=settings.url_ttl_s)
+
+    def lifecycle_on(client: redis.Redis) -> Lifecycle:
+        store = JobStore(client, settings.job_ttl_s, settings.lease_s)
+        queues = JobQueues(
+            client, store, queue_max=settings.queue_max, job_timeout_s=settings.job_timeout_s
+        )
+        return Lifecycle(queues, notices=notices, observe=metrics.observe_move)
+
     first = next(iter(models.values()))
     info: dict[str, object] = {
         "models": ids,
@@ -217,18 +214,15 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     }
     context = WorkerContext(
         name=name,
-        store=store,
+        lifecycle=lifecycle_on(connection),
         storage=storage,
         models=models,
         info=info,
-        public_url=settings.public_url or "",
-        url_ttl_s=settings.url_ttl_s,
-        queues=JobQueues(
-            connection, store, queue_max=settings.queue_max, job_timeout_s=settings.job_timeout_s
-        ),
+        # A test hook, never set outside the chaos tests: see `worker.runner.crash_point`.
+        crash_at=os.environ.get("LATENTQ_TEST_CRASH_AT") or None,
     )
-    if settings.batch_max > 1 and context.queues is not None:
-        context.batcher = Batcher(context.queues, store, name)
+    if settings.batch_max > 1:
+        context.batcher = Batcher(context.lifecycle, name)
         context.batch_max = settings.batch_max
         context.batch_wait_s = settings.batch_wait_ms / 1000
         side = 512 if first.device.is_cuda else 256
@@ -248,17 +242,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     # The presence thread gets a client of its own: RQ retunes the socket timeouts of the
     # worker's connection pool for its blocking pops.
     presence = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
-    presence_store = JobStore(presence, settings.job_ttl_s, settings.lease_s)
-    reaper = Reaper(
-        JobQueues(
-            presence,
-            presence_store,
-            queue_max=settings.queue_max,
-            job_timeout_s=settings.job_timeout_s,
-        ),
-        settings.poison_limit,
-        on_failed=lambda job_id: _notify_lost(presence_store, storage, settings, job_id),
-    )
+    reaper = Reaper(lifecycle_on(presence), settings.poison_limit, settings.adrift_after_s)
     beat = threading.Thread(
         target=_housekeeping,
         args=(presence, name, info, reaper, settings.reap_interval_s, stop),

@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from jobs.lifecycle import Move
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +74,35 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
     registry=REGISTRY,
 )
+JOB_MOVES = Counter(
+    "latentq_worker_job_moves_total",
+    "Job moves this worker made (start, succeed, fail, expire, give_back, and a reaper's "
+    "recover), by move, model and the status they led to.",
+    ["move", "model", "status"],
+    registry=REGISTRY,
+)
 BATCH_JOBS = Histogram(
     "latentq_worker_batch_jobs",
     "Jobs per batched pipeline call (micro-batching of compatible txt2img jobs).",
     buckets=(2, 3, 4, 6, 8, 12, 16, 32),
     registry=REGISTRY,
 )
+
+
+def observe_move(move: Move) -> None:
+    """The metrics of a job move this process made (`jobs.lifecycle`)."""
+    job = move.after
+    JOB_MOVES.labels(move.name, job.model, job.status.value).inc()
+    if move.name == "start":
+        QUEUED_SECONDS.labels(job.model).observe(age_s(job.created_at))
+
+
+def age_s(timestamp: str | None) -> float:
+    """Seconds since an RFC 3339 time of a record (0 for none)."""
+    if timestamp is None:
+        return 0.0
+    then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return max(0.0, (datetime.now(UTC) - then).total_seconds())
 
 
 class _State:

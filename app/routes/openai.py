@@ -137,7 +137,7 @@ async def _answer(
             {
                 "created": created,
                 "data": data,
-                "output_format": record.params.get("output_format", "png"),
+                "output_format": getattr(record.params, "output_format", "png"),
             }
         )
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,14 @@ import numpy as np
 import pytest
 
 from tests.integration.helpers import pixels, submit, wait
-from tests.integration.services import own_service, write_catalog
+from tests.integration.services import (
+    RedisServer,
+    Service,
+    free_port,
+    own_service,
+    service_env,
+    write_catalog,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +127,48 @@ def test_companions_come_from_every_priority_if_compatible(batching: httpx.Clien
     assert jobs[high]["timings"].get("batch_jobs") == 2
     assert jobs[lead]["timings"].get("batch_jobs") == 2
     assert "batch_jobs" not in jobs[other_steps]["timings"]
+
+
+def test_a_batch_past_its_time_limit_ends_every_job_of_it_as_timeout(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The batch has its jobs' time limits together (2 s each here); its call needs far more.
+    Every job of it fails `timeout` then: none runs again alone, without a limit."""
+    catalog = write_catalog(tmp_path / "models.toml", tiny_model)
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(free_port(), tmp_path / "redis")
+    server.start()
+    svc = Service(
+        redis=server,
+        workdir=tmp_path,
+        env=service_env(
+            server.url,
+            tmp_path / "data",
+            catalog,
+            LATENTQ_BATCH_MAX="4",
+            LATENTQ_BATCH_MAX_PIXELS=str(4 * 384 * 384),
+            LATENTQ_JOB_TIMEOUT_FLOOR_S="2",
+            LATENTQ_TIMEOUT_S_PER_MP_STEP="0.01",
+        ),
+    )
+    try:
+        svc.start_api()
+        with httpx.Client(base_url=svc.base_url, timeout=30) as api:
+            body = {**COMMON, "width": 384, "height": 384, "steps": 150}
+            # Queued before any worker is there, so that the first one takes all four.
+            ids = [submit(api, **body, prompt=f"late {i}", seed=i)["id"] for i in range(4)]
+            worker = svc.start_worker("batcher")
+            ended = [wait(api, job_id, timeout=180) for job_id in ids]
+        assert "batch of 4 jobs" in worker.log.read_text()
+        for job in ended:
+            assert job["status"] == "failed", job
+            assert job["error"]["code"] == "timeout" and job["result"] is None
+            ran_s = seconds(job["finished_at"]) - seconds(job["started_at"])
+            assert ran_s < 8 + 6, ran_s  # the batch's 8 s, and the time to end four jobs
+    finally:
+        svc.stop()
+        server.stop()
+
+
+def seconds(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()

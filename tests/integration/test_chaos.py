@@ -54,6 +54,7 @@ def chaos(tmp_path: Path, tiny_model: Path) -> Iterator[Service]:
         LATENTQ_LEASE_S="3",
         LATENTQ_REAP_INTERVAL_S="0.5",
         LATENTQ_POISON_LIMIT="3",
+        LATENTQ_ADRIFT_AFTER_S="2",
     )
     try:
         svc.start_api()
@@ -178,7 +179,8 @@ def test_default_lease_notices_a_kill_within_30_seconds(
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline:
                 current = api.get(f"/v1/jobs/{job['id']}").json()
-                if current["status"] != "running":
+                # Requeued, or already running again on the other worker.
+                if current["status"] != "running" or current["worker"] != victim:
                     break
                 time.sleep(0.1)
             noticed = time.time() - killed_at
@@ -222,6 +224,61 @@ def test_sigterm_past_the_grace_gives_the_job_back(chaos: Service) -> None:
         assert current["status"] == "queued" and current["queue_position"] == 1
         chaos.start_worker("takes-over")
         assert wait(api, job["id"], timeout=120)["status"] == "succeeded"
+
+
+def killed_at_point(svc: Service, api: httpx.Client, point: str, job_id: str) -> float:
+    """Wait for the worker that was told to kill itself at `point` to do so; when it died."""
+    victim = worker_named(svc, "victim")
+    assert victim.proc.wait(60) == -signal.SIGKILL, f"the worker did not die at {point}"
+    died_at = time.time()
+    assert f"killing this worker at {point}" in victim.log.read_text()
+    return died_at
+
+
+@pytest.mark.parametrize("point", ["after_pop", "give_back", "after_give_back"])
+def test_a_worker_killed_at_each_point_of_a_move_loses_no_job(
+    chaos: Service, point: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`after_pop`: between RQ's pop and the move to running, the job is queued on no queue.
+    `give_back`, `after_give_back`: a stopping worker dies as it gives its job back."""
+    stopping = point != "after_pop"
+    chaos.start_worker(
+        "victim",
+        LATENTQ_TEST_CRASH_AT=point,
+        **({"LATENTQ_DRAIN_GRACE_S": "0.5"} if stopping else {}),
+    )
+    chaos.wait_for_workers("tiny", 1)
+    with httpx.Client(base_url=chaos.base_url, timeout=30) as api:
+        job = submit(api, **({**LONG, "steps": 150} if stopping else LONG))
+        if stopping:
+            running_on(api, job["id"])
+            worker_named(chaos, "victim").proc.send_signal(signal.SIGTERM)
+        died_at = killed_at_point(chaos, api, point, job["id"])
+        stranded = api.get(f"/v1/jobs/{job['id']}").json()
+        if point == "after_pop":
+            # Queued, and on no queue: only a reaper can bring it back.
+            assert stranded["status"] == "queued" and stranded["queue_position"] is None
+        chaos.start_worker("rescuer")  # as a supervisor would
+        recovered_s = None
+        while (current := api.get(f"/v1/jobs/{job['id']}").json())["status"] != "succeeded":
+            if recovered_s is None and (
+                current["queue_position"] is not None or current["worker"] == "rescuer"
+            ):
+                recovered_s = time.time() - died_at  # back on its queue, or running again
+            assert current["status"] in ("queued", "running"), current
+            assert time.time() - died_at < 120, current
+            time.sleep(0.02)
+        finished_s = time.time() - died_at
+        ended = current
+        assert ended["worker"] == "rescuer" and ended["result"]["images"]
+        # Only a worker lost while it held the job counts as a loss.
+        assert ended["attempts"] == (1 if point == "give_back" else 0)
+    with capsys.disabled():
+        print(
+            f"\nchaos: worker killed at {point}: job {ended['status']}; back on its queue "
+            f"{recovered_s:.1f}s after the kill, finished after {finished_s:.1f}s (a fresh "
+            "worker started after the kill; lease 3s, adrift after 2s, reaped every 0.5s)"
+        )
 
 
 def test_queued_jobs_survive_a_redis_restart(chaos: Service) -> None:

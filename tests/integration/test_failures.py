@@ -13,7 +13,7 @@ from rq.serializers import JSONSerializer
 
 from jobs import keys
 from jobs.protocol import JobStatus, JobType, new_job_id, utcnow
-from jobs.records import JobRecord, JobStore, Progress
+from jobs.records import JobRecord, Progress, encode
 from tests.integration.helpers import noise_image, png_b64, submit, wait
 from tests.integration.services import (
     RedisServer,
@@ -28,11 +28,11 @@ from tests.integration.services import (
 def enqueue_raw(service: Service, record: JobRecord) -> None:
     """Put a record on the queue behind the API's back, as a bad actor or a bug could."""
     client = service.redis.client()
-    store = JobStore(client, 600)
     queue = Queue(keys.queue(record.model, "normal"), connection=client, serializer=JSONSerializer)
     with client.pipeline() as pipe:
         pipe.multi()
-        store.create(record, pipe)
+        pipe.hset(keys.job(record.id), mapping=encode(record))
+        pipe.expire(keys.job(record.id), 600)
         queue.enqueue_call(
             keys.RUN_JOB, args=(record.id,), job_id=record.id, result_ttl=0, pipeline=pipe
         )

@@ -12,7 +12,7 @@ from PIL import Image
 
 from jobs.errors import FailureCode
 from jobs.protocol import AnyParams, parse_params
-from worker.runner import (
+from worker.faults import (
     JobFailed,
     WorkerBroken,
     is_blank,

@@ -78,8 +78,10 @@ class KeyRing:
         return self._names.get(hash_key(key))
 
     def scopes_of(self, name: str) -> frozenset[str]:
-        """A caller's scopes; every scope in open mode."""
-        return self._scopes.get(name, frozenset()) if self.enabled else scopes.EVERY_SCOPE
+        """A caller's scopes. In open mode the one caller may use every priority, but is no
+        admin: it reads the jobs submitted in open mode, not those of keys that may share its
+        Redis."""
+        return self._scopes.get(name, frozenset()) if self.enabled else scopes.OPEN_MODE
 
 
 def caller(request: Request) -> str:

@@ -9,8 +9,8 @@ A `LATENTQ_API_KEYS` entry may end with its scopes, `+`-separated:
   fetching their files).
 
 An entry without scopes has those of `LATENTQ_DEFAULT_KEY_SCOPES` (none by default: such a
-key submits at `normal` and `low` priority). In open mode (no keys) the one caller has every
-scope: there is nobody to be fair to.
+key submits at `normal` and `low` priority). In open mode (no keys) the one caller may use
+every priority (there is nobody to be fair to) and reads the jobs submitted in open mode.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ PRIORITY_HIGH = "priority:high"
 ADMIN = "admin"
 
 EVERY_SCOPE: frozenset[str] = frozenset({PRIORITY_HIGH, ADMIN})
-"""Every scope; what the caller of a service without keys has."""
+"""Every scope."""
+OPEN_MODE: frozenset[str] = frozenset({PRIORITY_HIGH})
+"""What the caller of a service without keys has: every priority; its own jobs only."""
 
 
 def parse_scopes(text: str) -> frozenset[str]:

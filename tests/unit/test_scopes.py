@@ -30,8 +30,11 @@ def test_default_scopes_apply_to_entries_without_any() -> None:
     assert ring.scopes_of("root") == EVERY_SCOPE
 
 
-def test_open_mode_has_every_scope() -> None:
-    assert KeyRing("").scopes_of("anonymous") == EVERY_SCOPE
+def test_open_mode_may_use_every_priority_but_is_no_admin() -> None:
+    scopes = KeyRing("").scopes_of("anonymous")
+    assert scopes == {PRIORITY_HIGH}
+    # It reads its own (open-mode) jobs, not those of keys sharing its Redis.
+    assert owner_filter("anonymous", scopes) == "anonymous"
 
 
 def test_unknown_scopes_are_refused_at_start() -> None:

@@ -155,17 +155,16 @@ def inpaint_check(model: Model, count: int) -> dict[str, float]:
         params = model.params("inpaint", prompt(asked, scene.background), seed, strength=1.0)
         out = composite(model.warm.inpaint(params, canvas, _nothing)[0], canvas)
         verdict = judge(out)
-        inside = np.asarray(canvas.mask) > 0
-        match = [f for f in verdict.shapes if f.colour == asked.colour and f.kind == asked.kind]
-        found.append(any(_centre_inside(f, asked, scene, inside) for f in match))
+        # The mask covers the asked shape's cell: a match there is a shape in the mask.
+        found.append(
+            any(
+                (f.colour, f.kind, f.position) == (asked.colour, asked.kind, asked.position)
+                for f in verdict.shapes
+            )
+        )
         outside = np.asarray(canvas.alpha) == 0
         kept.append(bool((np.asarray(out)[outside] == np.asarray(image)[outside]).all()))
     return {"asked_shape_in_mask": _share(found), "outside_unchanged": _share(kept)}
-
-
-def _centre_inside(found: Any, asked: Shape, scene: Scene, inside: np.ndarray) -> bool:
-    # A found shape's position is its cell; the mask covers the asked shape's cell.
-    return found.position == asked.position
 
 
 def _share(values: list[bool]) -> float:

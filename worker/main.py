@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -46,13 +47,32 @@ def model_source(catalog: Catalog, entry: ModelEntry) -> str:
     if path is None:
         return entry.source
     if entry.demo and not (path / "model_index.json").exists():
-        from worker.demo_model import build
-
-        log.info("building demo %s model %s at %s", entry.family, entry.id, path)
-        build(entry.family, path)
+        build_demo_model(entry, path)
     if not path.exists():
         raise CatalogError(f"model {entry.id}: {path} does not exist")
     return str(path)
+
+
+def build_demo_model(entry: ModelEntry, path: Path) -> None:
+    """Build the demo model beside `path`, then move it into place in one rename.
+
+    Workers that start together on one models volume (compose, Kubernetes) may all find it
+    missing: each builds its own copy, the first rename wins, and none ever loads a folder that
+    another is still writing.
+    """
+    from worker.demo_model import build
+
+    log.info("building demo %s model %s at %s", entry.family, entry.id, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
+    build(entry.family, staging)
+    try:
+        staging.rename(path)
+    except OSError:
+        # Another worker's copy is in place (or a folder is there already): use that one.
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (path / "model_index.json").exists():
+            raise
 
 
 def adapter_files(catalog: Catalog, entry: ModelEntry, source: str) -> list[tuple[str, Path]]:

@@ -75,6 +75,20 @@ def build_demo_model(entry: ModelEntry, path: Path) -> None:
             raise
 
 
+def forget_dead_namesake(worker: SimpleWorker) -> None:
+    """Drop RQ's registration of an earlier worker of this host and pid.
+
+    RQ refuses to start a worker whose name is still registered, for up to its TTL (about 8
+    minutes) after a holder that was killed. A container restarted by its restart policy
+    (compose, Kubernetes) keeps its hostname and runs the worker as pid 1 again: the default
+    name host.pid comes back. A live process with this host and pid would be this one, so the
+    registration is a dead one's; its jobs are recovered by their leases.
+    """
+    if worker.connection.exists(worker.key) and not worker.connection.hexists(worker.key, "death"):
+        log.warning("worker %s: an earlier worker of this name died; forgetting it", worker.name)
+        worker.register_death()
+
+
 def adapter_files(catalog: Catalog, entry: ModelEntry, source: str) -> list[tuple[str, Path]]:
     """The LoRA adapters `entry`'s jobs may apply, as (id, file); builds missing demo ones
     (tiny random LoRAs for the demo model at `source`)."""
@@ -287,6 +301,8 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     )
     beat.start()
     worker = DrainingWorker(queues, connection=connection, name=name, serializer=JSONSerializer)
+    if not settings.worker_name:
+        forget_dead_namesake(worker)
     worker.context = context
     worker.grace_s = settings.drain_grace_s
     log.info("worker %s ready on %s", name, ", ".join(q.name for q in queues))

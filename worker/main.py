@@ -28,6 +28,7 @@ from rq.serializers import JSONSerializer
 from jobs import defaults, keys, logs, webhooks
 from jobs.batching import Batcher
 from jobs.catalog import Catalog, CatalogError, ModelEntry, load_catalog
+from jobs.connection import connect
 from jobs.protocol import Priority
 from jobs.queueing import JobQueues, announce_worker, retire_worker
 from jobs.records import JobStore
@@ -132,13 +133,24 @@ EXIT_DEVICE_BROKEN = 70
 class DrainingWorker(SimpleWorker):
     """RQ's in-process worker, with a grace period on SIGTERM/SIGINT: the running job may
     finish within `grace_s`; past it, the job goes back to the front of its queue and the
-    worker exits. No new job is taken either way."""
+    worker exits. No new job is taken either way.
+
+    It also outlives Redis going away under a job (a restart, a Sentinel failover): RQ quits
+    on any error that reaches its loop, and a job whose end cannot be written raises one. The
+    job is left to its lease, which runs out; the reaper then puts it back on its queue, and
+    this worker waits for Redis in RQ's own dequeue loop.
+    """
 
     context: WorkerContext | None = None
     grace_s: float = 0.0
 
     def execute_job(self, job: Any, queue: Any) -> None:
-        super().execute_job(job, queue)
+        try:
+            super().execute_job(job, queue)
+        except redis.exceptions.ConnectionError as exc:
+            log.warning(
+                "Redis went away while job %s ran; its lease brings it back: %s", job.id, exc
+            )
         if self.context is not None and self.context.broken is not None:
             # Exit non-zero so that the supervisor starts a fresh process: a CUDA context
             # that failed this way stays failed. The job was given back to its queue.
@@ -147,6 +159,32 @@ class DrainingWorker(SimpleWorker):
             )
             logging.shutdown()
             os._exit(EXIT_DEVICE_BROKEN)
+
+    # The other steps of RQ's loop that talk to Redis: each is tried again on the next turn,
+    # after the dequeue has waited for Redis to come back.
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        try:
+            super().heartbeat(timeout, pipeline)
+        except redis.exceptions.ConnectionError as exc:
+            log.warning("worker heartbeat not written: %s", exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except redis.exceptions.ConnectionError as exc:
+            log.warning("suspension not checked: %s", exc)
+
+    def set_state(self, state: Any, pipeline: Any = None) -> None:
+        try:
+            super().set_state(state, pipeline)
+        except redis.exceptions.ConnectionError as exc:
+            log.warning("worker state %s not written: %s", state, exc)
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except redis.exceptions.ConnectionError as exc:
+            log.warning("maintenance not run: %s", exc)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.context is not None and self.context.drain_deadline is None:
@@ -236,7 +274,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         metrics.WARM.labels(model_id).set(1)
 
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
-    connection = redis.Redis.from_url(settings.redis_url)
+    connection = connect(settings)
     store = JobStore(connection, settings.job_ttl_s, settings.lease_s)
     storage = make_storage(settings)
     first = next(iter(models.values()))
@@ -281,7 +319,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     stop = threading.Event()
     # The presence thread gets a client of its own: RQ retunes the socket timeouts of the
     # worker's connection pool for its blocking pops.
-    presence = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    presence = connect(settings, socket_timeout=5)
     presence_store = JobStore(presence, settings.job_ttl_s, settings.lease_s)
     reaper = Reaper(
         JobQueues(

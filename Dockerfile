@@ -1,16 +1,27 @@
-# syntax=docker/dockerfile:1.7
-#
 # One file, two images (deploy/README.md):
 #
-#   docker build --target api    -t latentq-api:0.1.0 .      # FastAPI, no torch (~250 MB)
-#   docker build --target worker -t latentq-worker:0.1.0 .   # CUDA torch + xformers + diffusers
+#   DOCKER_BUILDKIT=1 docker build --target api    -t latentq-api:0.1.0 .      # FastAPI, no torch
+#   DOCKER_BUILDKIT=1 docker build --target worker -t latentq-worker:0.1.0 .   # CUDA torch + diffusers
 #
 # No model weights are baked in: workers read them from the /models volume or download a hub id
 # into HF_HOME (/cache/huggingface, a volume) on first start, on machines that reach the hub.
 # Both images run as the unprivileged user 10001 and keep images and the signing key under
 # LATENTQ_DATA_DIR=/data (a volume shared by API and workers while storage is local).
+#
+# Builds that cannot reach the public registries and indexes (deploy/README.md, "Images"):
+# - the base images are build arguments (PYTHON_IMAGE, CUDA_IMAGE): point them at a mirror or
+#   at images built locally;
+# - every pip install goes through deploy/docker/pip-install.sh, which looks in
+#   deploy/docker/wheels/ first (a wheelhouse: `pip download -d deploy/docker/wheels ...`),
+#   uses PIP_INDEX_URL when given (a mirror or proxy), installs from the wheelhouse alone
+#   with WHEELS_ONLY=1 (air-gapped), and trusts a CA bundle passed as the BuildKit secret `ca`
+#   (`--secret id=ca,src=/etc/ssl/certs/ca-certificates.crt`) for a proxy that re-signs TLS.
+#   The secret is mounted for the one command; it is in no layer of the image.
+# BuildKit is needed for those mounts (DOCKER_BUILDKIT=1, or any `docker buildx`). The file
+# names no `# syntax=` frontend image, so BuildKit uses its built-in one and pulls nothing.
 
 # Python 3.11 on Debian 12; the minor version is pinned, patch releases come with rebuilds.
+# Any image with Python 3.11 (`python` on PATH) and the venv module will do.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # The CUDA user-space libraries (cuBLAS, cuDNN, ...) come with the torch wheels, so the small
 # `base` flavour of the CUDA image is enough; it sets up the NVIDIA container runtime (driver
@@ -18,6 +29,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # driver build with a CUDA 12 pair, e.g.
 #   --build-arg CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu22.04 \
 #   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+# Any Debian or Ubuntu image whose archive has python3.11 will do (Ubuntu 22.04, Debian 12).
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-base-ubuntu22.04
 
 # ---------------------------------------------------------------------------------------------
@@ -25,17 +37,23 @@ ARG CUDA_IMAGE=nvidia/cuda:13.0.1-base-ubuntu22.04
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS api-build
 
+# A mirror of the package index, and wheelhouse-only installs (see the top of this file).
+ARG PIP_INDEX_URL=""
+ARG WHEELS_ONLY=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY deploy/docker/requirements-api.txt /tmp/requirements-api.txt
-RUN pip install --no-cache-dir -r /tmp/requirements-api.txt
+RUN --mount=type=secret,id=ca \
+    --mount=type=bind,source=deploy/docker,target=/build \
+    sh /build/pip-install.sh -r /build/requirements-api.txt
 COPY pyproject.toml README.md /src/
 COPY jobs/ /src/jobs/
 COPY app/ /src/app/
-RUN pip install --no-cache-dir --no-deps /src
+RUN --mount=type=secret,id=ca \
+    --mount=type=bind,source=deploy/docker,target=/build \
+    sh /build/pip-install.sh --no-deps /src
 
 
 FROM ${PYTHON_IMAGE} AS api
@@ -87,29 +105,41 @@ FROM worker-python AS worker-build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3.11-venv \
     && rm -rf /var/lib/apt/lists/*
+ARG PIP_INDEX_URL=""
+ARG WHEELS_ONLY=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install --no-cache-dir pip==25.3
+RUN --mount=type=secret,id=ca \
+    --mount=type=bind,source=deploy/docker,target=/build \
+    sh /build/pip-install.sh pip==25.3
 # torch and xformers from the same PyTorch index, so that xformers' kernels match torch's CUDA.
 # docker-compose.cpu.yml builds a CPU worker: the CPU index and XFORMERS_VERSION="" (no xformers,
-# no `cuda` extra).
+# no `cuda` extra). TORCH_INDEX_URL="" takes torch from the wheelhouse or PIP_INDEX_URL (a CPU
+# wheel in the wheelhouse: TORCH_VERSION=2.13.0+cpu).
 ARG TORCH_VERSION=2.13.0
 ARG XFORMERS_VERSION=0.0.35
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" \
+RUN --mount=type=secret,id=ca \
+    --mount=type=bind,source=deploy/docker,target=/build \
+    sh /build/pip-install.sh ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"} \
         "torch==${TORCH_VERSION}" ${XFORMERS_VERSION:+"xformers==${XFORMERS_VERSION}"}
-COPY deploy/docker/requirements-api.txt deploy/docker/requirements-worker.txt /tmp/
-# torch is named again so that nothing replaces the CUDA build with another one.
-RUN pip install --no-cache-dir -r /tmp/requirements-worker.txt "torch==${TORCH_VERSION}"
+# torch is named again so that nothing replaces the CUDA build with another one. A layer of its
+# own: the torch layer (GBs) stays cached when only these pins change.
+# hadolint ignore=DL3059
+RUN --mount=type=secret,id=ca \
+    --mount=type=bind,source=deploy/docker,target=/build \
+    sh /build/pip-install.sh -r /build/requirements-worker.txt "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md /src/
 COPY jobs/ /src/jobs/
 COPY worker/ /src/worker/
 # Every dependency is already there: this installs the project itself, with its `cuda` extra
 # (xformers) checked, and pip check proves the environment consistent.
-RUN pip install --no-cache-dir "/src${XFORMERS_VERSION:+[cuda]}" "torch==${TORCH_VERSION}" \
+RUN --mount=type=secret,id=ca \
+    --mount=type=bind,source=deploy/docker,target=/build \
+    sh /build/pip-install.sh "/src${XFORMERS_VERSION:+[cuda]}" "torch==${TORCH_VERSION}" \
     && pip check
 
 

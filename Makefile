@@ -29,12 +29,20 @@ run: install
 # headless Chromium drives the playground (tests/browser).
 TEST_TOOLS := /usr/bin/promtool /usr/sbin/nginx /usr/bin/chromium
 
+# The container tests (tests/containers: images built, the compose stack started) need a Docker
+# engine: one that answers, or dockerd and debootstrap installed and root to start it. Without
+# that they are left out, and a banner says so before and after the run.
 test: install $(TEST_TOOLS)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if $(BIN)/python -m tests.containers.engine check; then \
+	  $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	else \
+	  status=0; $(BIN)/python -m pytest -m 'not containers' $(PYTEST_ARGS) || status=$$?; \
+	  $(BIN)/python -m tests.containers.engine check; exit $$status; \
+	fi
 
-# Everything but the slow chaos tests.
+# Everything but the slow chaos tests and the container tests.
 test-fast: install $(TEST_TOOLS)
-	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m 'not slow and not containers' $(PYTEST_ARGS)
 
 /usr/bin/chromium:
 	@command -v chromium >/dev/null || deploy/local/apt-install.sh chromium
@@ -60,11 +68,11 @@ demo-model: install
 	$(BIN)/python -m worker.shapes.train models/shapes --work var/shapes-train $(DEMO_ARGS)
 	$(BIN)/python -m worker.shapes.lora models/shapes models/adapters/shapes-outline.safetensors
 
-# How well the shapes model follows prompts, read by the judge (worker/shapes/quality.py).
+# How well the shapes model follows prompts, read by the judge (bench/quality.py).
 QUALITY_ARGS ?=
 
 quality: install
-	$(BIN)/python -m worker.shapes.quality $(QUALITY_ARGS)
+	$(BIN)/python -m bench.quality $(QUALITY_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

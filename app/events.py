@@ -24,8 +24,8 @@ Message = dict[str, Any]
 
 
 class EventHub:
-    def __init__(self, redis_url: str) -> None:
-        self._redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
+    def __init__(self, connection: aioredis.Redis) -> None:
+        self._redis = connection
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=False)
         self._listeners: dict[str, set[asyncio.Queue[Message]]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}

@@ -9,8 +9,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
@@ -34,6 +32,7 @@ from app.settings import AppSettings, get_app_settings
 from app.webhooks import Dispatcher, dispatch_forever
 from jobs import logs
 from jobs.catalog import load_catalog
+from jobs.connection import ack_replicas, connect, connect_async
 from jobs.queueing import JobQueues
 from jobs.records import JobStore
 from jobs.recovery import Reaper
@@ -47,12 +46,17 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 def build_state(settings: AppSettings) -> State:
     catalog = load_catalog(settings.catalog)
-    connection = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15
+    connection = connect(
+        settings, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15
     )
     store = JobStore(connection, settings.job_ttl_s, settings.lease_s)
     queues = JobQueues(
-        connection, store, queue_max=settings.queue_max, job_timeout_s=settings.job_timeout_s
+        connection,
+        store,
+        queue_max=settings.queue_max,
+        job_timeout_s=settings.job_timeout_s,
+        ack_replicas=ack_replicas(settings),
+        ack_timeout_ms=settings.redis_ack_timeout_ms,
     )
     storage = make_storage(settings)
     keys = KeyRing(settings.api_keys, settings.default_key_scopes)
@@ -64,7 +68,7 @@ def build_state(settings: AppSettings) -> State:
             connection, settings.queue_max, settings.key_queue_share, settings.job_ttl_s
         )
         holds = OpenHolds(
-            aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2),
+            connect_async(settings, socket_connect_timeout=2),
             settings.streams_per_key,
         )
     return State(
@@ -72,7 +76,7 @@ def build_state(settings: AppSettings) -> State:
         redis=connection,
         storage=storage,
         jobs=JobService(settings, catalog, store, queues, storage, shares),
-        hub=EventHub(settings.redis_url),
+        hub=EventHub(connect_async(settings, socket_connect_timeout=2)),
         keys=keys,
         limiter=RateLimiter(connection, settings.rate_limit_per_min, settings.rate_limit_burst),
         holds=holds,
@@ -112,8 +116,12 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
             if settings.storage == "s3"
             else f"files in {settings.data_dir.resolve()}"
         )
-        redis_url = logs.mask_url(settings.redis_url)
-        log.info("serving models %s; redis %s; %s", ids, redis_url, where)
+        redis_at = (
+            f"primary {settings.redis_sentinel_master!r} of sentinels {settings.redis_sentinels}"
+            if settings.redis_sentinels
+            else logs.mask_url(settings.redis_url)
+        )
+        log.info("serving models %s; redis %s; %s", ids, redis_at, where)
         await state.hub.start()
         # A claimed delivery is hidden from other replicas for longer than it may take.
         outbox = Outbox(state.redis, lease_s=max(60, 2 * settings.webhook_timeout_s))

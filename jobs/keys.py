@@ -4,6 +4,10 @@ from jobs.protocol import Priority
 
 PREFIX = "latentq"
 
+REPLICATION_PROBE = f"{PREFIX}:replication-probe"
+"""A counter written just before `WAIT`, so that the wait covers every earlier write of any
+connection (queueing.JobQueues.submit)."""
+
 RUN_JOB = "worker.tasks.run_job"
 """The job function, enqueued by dotted path so the API never imports the worker."""
 

@@ -180,6 +180,9 @@ class Lifecycle:
         self.queues.check_room(record.model)
         if self._step("enqueue", record, JobStatus.QUEUED, create=True, push=False) is None:
             raise ValueError(f"job {record.id} exists already")
+        if self.queues.ack_replicas:
+            # Acknowledged once a replica holds it: a failover then loses no accepted job.
+            self.queues.await_replicas()
 
     def start(
         self, record: JobRecord, worker: str, *, take_from_queue: bool = False

@@ -8,6 +8,7 @@ give back, a recovery), from the fields `rq_job` computes with RQ's own `Job`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any, cast
 
@@ -22,6 +23,8 @@ from jobs.errors import QueueFull
 from jobs.protocol import Priority
 from jobs.records import JobRecord, JobStore
 
+log = logging.getLogger("latentq.jobs")
+
 
 class JobQueues:
     def __init__(
@@ -31,11 +34,15 @@ class JobQueues:
         *,
         queue_max: int,
         job_timeout_s: int,
+        ack_replicas: int = 0,
+        ack_timeout_ms: int = 500,
     ) -> None:
         self.redis = connection
         self.store = store
         self.queue_max = queue_max
         self.job_timeout_s = job_timeout_s
+        self.ack_replicas = ack_replicas
+        self.ack_timeout_ms = ack_timeout_ms
         self._queues: dict[str, Queue] = {}
 
     def queue(self, model_id: str, priority: Priority) -> Queue:
@@ -59,6 +66,28 @@ class JobQueues:
                 f"{waiting} jobs are already waiting for model {model_id}; retry later",
                 headers={"Retry-After": "30"},
             )
+
+    def await_replicas(self) -> int:
+        """Wait until `ack_replicas` replicas have every write made so far (at most
+        `ack_timeout_ms`); how many do.
+
+        `WAIT` covers the earlier writes of the connection it runs on, and the pool may hand
+        out another one than the submit's: a write on the same connection just before it (a
+        counter) comes after the submit's in the replication stream, so a replica that has it
+        has the submit too.
+        """
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(keys.REPLICATION_PROBE)
+            pipe.wait(self.ack_replicas, self.ack_timeout_ms)
+            _, acked = pipe.execute()
+        if int(acked) < self.ack_replicas:
+            log.warning(
+                "a submit is acknowledged with %d of %d replicas holding it after %d ms",
+                acked,
+                self.ack_replicas,
+                self.ack_timeout_ms,
+            )
+        return int(acked)
 
     def rq_job(
         self, job_id: str, model_id: str, priority: Priority, rq_id: str, timeout_s: int | None

@@ -22,7 +22,25 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LATENTQ_", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Where the queues, job records and worker presence live."""
+    """Where the queues, job records and worker presence live. With Sentinels: only the
+    database number, user and password of it count."""
+
+    redis_sentinels: str = ""
+    """Redis Sentinels as `host:port,host:port,...`; set: connect to the primary they name
+    for `redis_sentinel_master`, and follow it through failovers (jobs/connection.py)."""
+
+    redis_sentinel_master: str = "latentq"
+    """The name the Sentinels monitor the primary under."""
+
+    redis_ack_replicas: int | None = Field(default=None, ge=0)
+    """Replicas that must have a submitted job before the submit is acknowledged (Redis
+    `WAIT`): a primary lost right after a 202 then loses no acknowledged job. Unset: 1 with
+    Sentinels, else 0 (off)."""
+
+    redis_ack_timeout_ms: int = Field(default=500, ge=1)
+    """How long a submit waits for those replicas. Past it the job is acknowledged all the
+    same (it is on the primary) and a warning is logged: a lost replica slows submits by this
+    much but does not stop them."""
 
     data_dir: Path = Path("var")
     """Local storage of input and output images (and the generated signing key)."""

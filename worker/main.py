@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -27,6 +28,7 @@ from rq.serializers import JSONSerializer
 from jobs import defaults, keys, logs
 from jobs.batching import Batcher
 from jobs.catalog import Catalog, CatalogError, ModelEntry, load_catalog
+from jobs.connection import connect
 from jobs.lifecycle import Lifecycle
 from jobs.protocol import Priority
 from jobs.queueing import JobQueues, announce_worker, retire_worker
@@ -48,13 +50,46 @@ def model_source(catalog: Catalog, entry: ModelEntry) -> str:
     if path is None:
         return entry.source
     if entry.demo and not (path / "model_index.json").exists():
-        from worker.demo_model import build
-
-        log.info("building demo %s model %s at %s", entry.family, entry.id, path)
-        build(entry.family, path)
+        build_demo_model(entry, path)
     if not path.exists():
         raise CatalogError(f"model {entry.id}: {path} does not exist")
     return str(path)
+
+
+def build_demo_model(entry: ModelEntry, path: Path) -> None:
+    """Build the demo model beside `path`, then move it into place in one rename.
+
+    Workers that start together on one models volume (compose, Kubernetes) may all find it
+    missing: each builds its own copy, the first rename wins, and none ever loads a folder that
+    another is still writing.
+    """
+    from worker.demo_model import build
+
+    log.info("building demo %s model %s at %s", entry.family, entry.id, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}")
+    build(entry.family, staging)
+    try:
+        staging.rename(path)
+    except OSError:
+        # Another worker's copy is in place (or a folder is there already): use that one.
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (path / "model_index.json").exists():
+            raise
+
+
+def forget_dead_namesake(worker: SimpleWorker) -> None:
+    """Drop RQ's registration of an earlier worker of this host and pid.
+
+    RQ refuses to start a worker whose name is still registered, for up to its TTL (about 8
+    minutes) after a holder that was killed. A container restarted by its restart policy
+    (compose, Kubernetes) keeps its hostname and runs the worker as pid 1 again: the default
+    name host.pid comes back. A live process with this host and pid would be this one, so the
+    registration is a dead one's; its jobs are recovered by their leases.
+    """
+    if worker.connection.exists(worker.key) and not worker.connection.hexists(worker.key, "death"):
+        log.warning("worker %s: an earlier worker of this name died; forgetting it", worker.name)
+        worker.register_death()
 
 
 def adapter_files(catalog: Catalog, entry: ModelEntry, source: str) -> list[tuple[str, Path]]:
@@ -100,13 +135,24 @@ EXIT_DEVICE_BROKEN = 70
 class DrainingWorker(SimpleWorker):
     """RQ's in-process worker, with a grace period on SIGTERM/SIGINT: the running job may
     finish within `grace_s`; past it, the job goes back to the front of its queue and the
-    worker exits. No new job is taken either way."""
+    worker exits. No new job is taken either way.
+
+    It also outlives Redis going away under a job (a restart, a Sentinel failover): RQ quits
+    on any error that reaches its loop, and a job whose end cannot be written raises one. The
+    job is left to its lease, which runs out; the reaper then puts it back on its queue, and
+    this worker waits for Redis in RQ's own dequeue loop.
+    """
 
     context: WorkerContext | None = None
     grace_s: float = 0.0
 
     def execute_job(self, job: Any, queue: Any) -> None:
-        super().execute_job(job, queue)
+        try:
+            super().execute_job(job, queue)
+        except redis.exceptions.ConnectionError as exc:
+            log.warning(
+                "Redis went away while job %s ran; its lease brings it back: %s", job.id, exc
+            )
         if self.context is not None and self.context.broken is not None:
             # Exit non-zero so that the supervisor starts a fresh process: a CUDA context
             # that failed this way stays failed. The job was given back to its queue.
@@ -115,6 +161,32 @@ class DrainingWorker(SimpleWorker):
             )
             logging.shutdown()
             os._exit(EXIT_DEVICE_BROKEN)
+
+    # The other steps of RQ's loop that talk to Redis: each is tried again on the next turn,
+    # after the dequeue has waited for Redis to come back.
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        try:
+            super().heartbeat(timeout, pipeline)
+        except redis.exceptions.ConnectionError as exc:
+            log.warning("worker heartbeat not written: %s", exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except redis.exceptions.ConnectionError as exc:
+            log.warning("suspension not checked: %s", exc)
+
+    def set_state(self, state: Any, pipeline: Any = None) -> None:
+        try:
+            super().set_state(state, pipeline)
+        except redis.exceptions.ConnectionError as exc:
+            log.warning("worker state %s not written: %s", state, exc)
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except redis.exceptions.ConnectionError as exc:
+            log.warning("maintenance not run: %s", exc)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.context is not None and self.context.drain_deadline is None:
@@ -191,7 +263,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         metrics.WARM.labels(model_id).set(1)
 
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
-    connection = redis.Redis.from_url(settings.redis_url)
+    connection = connect(settings)
     storage = make_storage(settings)
     notices = Notices(storage, base_url=settings.public_url or "", url_ttl_s=settings.url_ttl_s)
 
@@ -241,7 +313,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     stop = threading.Event()
     # The presence thread gets a client of its own: RQ retunes the socket timeouts of the
     # worker's connection pool for its blocking pops.
-    presence = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    presence = connect(settings, socket_timeout=5)
     reaper = Reaper(lifecycle_on(presence), settings.poison_limit, settings.adrift_after_s)
     beat = threading.Thread(
         target=_housekeeping,
@@ -251,6 +323,8 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
     )
     beat.start()
     worker = DrainingWorker(queues, connection=connection, name=name, serializer=JSONSerializer)
+    if not settings.worker_name:
+        forget_dead_namesake(worker)
     worker.context = context
     worker.grace_s = settings.drain_grace_s
     log.info("worker %s ready on %s", name, ", ".join(q.name for q in queues))

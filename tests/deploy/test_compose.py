@@ -17,6 +17,7 @@ from tests.deploy.helpers import ROOT, compose_binary, job_timeout_default, run
 
 BASE = ["-f", "docker-compose.yml"]
 CPU = ["-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml"]
+SENTINEL = ["-f", "docker-compose.yml", "-f", "docker-compose.sentinel.yml"]
 
 
 REQUIRED = {
@@ -65,7 +66,7 @@ def mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {v["target"]: v for v in service.get("volumes", [])}
 
 
-@pytest.mark.parametrize("files", [BASE, CPU], ids=["gpu", "cpu"])
+@pytest.mark.parametrize("files", [BASE, CPU, SENTINEL], ids=["gpu", "cpu", "sentinel"])
 def test_compose_accepts_the_files(files: list[str]) -> None:
     result = run([compose_binary(), *files, "config", "--quiet"], env=compose_env())
     assert result.returncode == 0, result.stderr
@@ -296,3 +297,24 @@ def test_the_compose_env_example_lists_the_required_secrets() -> None:
     assert set(REQUIRED) <= set(entries)
     assert all("CHANGE-ME" in entries[name] for name in REQUIRED), "placeholders are marked"
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_sentinel_override() -> None:
+    """A replica and three Sentinels that monitor the primary by its service name; the API
+    and the worker reach Redis through every Sentinel and wait for them."""
+    services = config(tuple(SENTINEL))["services"]
+    sentinels = sorted(name for name in services if name.startswith("sentinel-"))
+    assert len(sentinels) == 3
+    replica = " ".join(services["redis-replica"]["command"])
+    assert "--replicaof redis 6379" in replica and "--appendonly yes" in replica
+    for name in sentinels:
+        script = " ".join(services[name]["command"])
+        assert "sentinel monitor latentq redis 6379 2" in script
+        assert services[name]["volumes"], f"{name} keeps its rewritten configuration"
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        assert sorted(env["LATENTQ_REDIS_SENTINELS"].split(",")) == [
+            f"{s}:26379" for s in sentinels
+        ]
+        assert env["LATENTQ_REDIS_SENTINEL_MASTER"] == "latentq"
+        assert all(depends(services[name], s, "service_healthy") for s in sentinels)

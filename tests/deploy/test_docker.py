@@ -102,7 +102,8 @@ def lineage(all_stages: dict[str, Stage], name: str) -> list[Stage]:
 
 
 def copied_from_context(all_stages: dict[str, Stage]) -> set[str]:
-    """Every build-context path a COPY of any stage names (COPY --from excluded)."""
+    """Every build-context path a COPY of any stage names (COPY --from excluded), and every
+    path a RUN bind-mounts from the context."""
     sources: set[str] = set()
     for stage in all_stages.values():
         for args in stage.all("COPY"):
@@ -110,6 +111,11 @@ def copied_from_context(all_stages: dict[str, Stage]) -> set[str]:
                 continue
             parts = [p for p in args.split() if not p.startswith("--")]
             sources.update(p.rstrip("/") for p in parts[:-1])
+        for args in stage.all("RUN"):
+            for mount in re.findall(r"--mount=(\S+)", args):
+                options = dict(o.partition("=")[::2] for o in mount.split(","))
+                if options.get("type") == "bind" and "from" not in options:
+                    sources.add(options["source"].rstrip("/"))
     return sources
 
 
@@ -148,7 +154,7 @@ def test_api_target() -> None:
     builds = [s for s in chain if any("--no-deps" in a for a in s.all("RUN"))]
     assert builds, "the project goes into the API image with pip install --no-deps"
     copied = {p for s in chain for p in copied_from_context({s.name: s})}
-    assert {"jobs", "app", "deploy/docker/requirements-api.txt"} <= copied
+    assert {"jobs", "app", "deploy/docker"} <= copied
     assert "worker" not in copied
     assert json.loads(api.last("CMD") or "null") == [
         "uvicorn", "--factory", "app.main:create_app",
@@ -192,6 +198,65 @@ def test_no_model_weights_in_the_images() -> None:
     for path in copied:
         assert not path.startswith(("var", "models", ".")), f"COPY {path}"
         assert not re.search(r"\.(safetensors|bin|ckpt|pt|pth|onnx)$", path), f"COPY {path}"
+
+
+def test_builds_need_no_registry_beyond_the_base_images() -> None:
+    """No `# syntax=` frontend image to pull; the bases are build arguments with the public
+    images as defaults."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    args = build_args_global()
+    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
+    assert args["CUDA_IMAGE"].startswith("nvidia/cuda:")
+    for word, rest in instructions():
+        if word == "FROM":
+            base = rest.split()[0]
+            assert base.startswith("${") or base in stages(), f"FROM {base}: a build argument"
+
+
+def test_every_pip_install_takes_the_wheelhouse_and_the_ca_secret() -> None:
+    runs = [args for stage in stages().values() for args in stage.all("RUN")]
+    installs = [args for args in runs if "pip install" in args or "pip-install.sh" in args]
+    assert len(installs) >= 5
+    for args in installs:
+        assert "pip install" not in args, f"pip install outside pip-install.sh: {args}"
+        assert "--mount=type=secret,id=ca" in args, args
+        assert "--mount=type=bind,source=deploy/docker,target=/build" in args, args
+    script = (DEPLOY / "docker" / "pip-install.sh").read_text()
+    assert "--find-links /build/wheels" in script
+    assert "PIP_CERT=/run/secrets/ca" in script
+    assert (DEPLOY / "docker" / "wheels" / "README.md").is_file()
+
+
+def test_pip_install_script(tmp_path: Path) -> None:
+    """The script's options reach pip as documented: a fake pip records its arguments."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pip").write_text('#!/bin/sh\necho "$@" > "$OUT"; env | grep ^PIP_ >> "$OUT"; true\n')
+    (fake / "pip").chmod(0o755)
+    script = str(DEPLOY / "docker" / "pip-install.sh")
+    base = {"PATH": f"{fake}:/usr/bin:/bin", "OUT": str(tmp_path / "out")}
+    assert run(["sh", script, "x==1"], env={**base, "PIP_INDEX_URL": ""}).returncode == 0
+    out = (tmp_path / "out").read_text()
+    assert out.splitlines()[0] == "install --no-cache-dir --find-links /build/wheels x==1"
+    assert "PIP_INDEX_URL" not in out
+    env = {**base, "PIP_INDEX_URL": "https://mirror.example/simple", "WHEELS_ONLY": "1"}
+    assert run(["sh", script, "x==1"], env=env).returncode == 0
+    out = (tmp_path / "out").read_text()
+    assert "--no-index" in out.splitlines()[0]
+    assert "PIP_INDEX_URL=https://mirror.example/simple" in out
+
+
+def build_args_global() -> dict[str, str]:
+    """ARG defaults before the first FROM (the ones FROM lines may use)."""
+    result: dict[str, str] = {}
+    for word, args in instructions():
+        if word == "FROM":
+            break
+        if word == "ARG":
+            name, _, default = args.partition("=")
+            result[name] = default
+    return result
 
 
 # ---- pinned requirements -------------------------------------------------------------------

@@ -53,6 +53,18 @@ EXPECTED_KINDS = {
     "base": COMMON_KINDS,
     "overlays/dev": COMMON_KINDS,
     "overlays/gpu": COMMON_KINDS + Counter({"ScaledObject": 1}),
+    # Three Sentinels (StatefulSet, Service, scripts, PodDisruptionBudget) and a budget for
+    # the two Redis pods.
+    "overlays/sentinel": COMMON_KINDS
+    + Counter(
+        {
+            "ScaledObject": 1,
+            "StatefulSet": 1,
+            "Service": 1,
+            "ConfigMap": 1,
+            "PodDisruptionBudget": 2,
+        }
+    ),
 }
 OVERLAYS = list(EXPECTED_KINDS)
 
@@ -77,16 +89,12 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Docs]:
 
 
 def find(docs: Docs, kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [
-        d
-        for d in docs
-        if d["kind"] == kind
-        and (
-            name is None
-            or d["metadata"]["name"] == name
-            or d["metadata"]["name"].startswith(name + "-")
-        )
-    ]
+    """The one resource of a kind and name (generated ConfigMaps and Secrets by their name
+    before kustomize's hash suffix)."""
+    of_kind = [d for d in docs if d["kind"] == kind]
+    found = [d for d in of_kind if name is None or d["metadata"]["name"] == name]
+    if not found and name is not None:
+        found = [d for d in of_kind if d["metadata"]["name"].startswith(name + "-")]
     assert len(found) == 1, f"one {kind} {name or ''}, found {len(found)}"
     return found[0]
 
@@ -347,10 +355,14 @@ def test_redis(rendered: dict[str, Docs], overlay: str) -> None:
     docs = rendered[overlay]
     redis = find(docs, "StatefulSet", "redis")
     args = " ".join(container(redis)["args"])
+    if overlay == "overlays/sentinel":
+        # The start script passes the flags (and --replicaof, on the replica).
+        args = (K8S / "overlays" / "sentinel" / "redis-start.sh").read_text()
     assert "--appendonly yes" in args and "--appendfsync everysec" in args
     assert "--maxmemory-policy noeviction" in args
     (claim,) = redis["spec"]["volumeClaimTemplates"]
-    assert {m["name"] for m in container(redis)["volumeMounts"]} == {claim["metadata"]["name"]}
+    data = {m["name"] for m in container(redis)["volumeMounts"] if m["mountPath"] == "/data"}
+    assert data == {claim["metadata"]["name"]}, "the data are on the claim"
     service = find(docs, "Service", redis["spec"]["serviceName"])
     port = service["spec"]["ports"][0]["port"]
     api = find(docs, "Deployment", "latentq-api")
@@ -362,10 +374,12 @@ def test_redis(rendered: dict[str, Docs], overlay: str) -> None:
 # ---- KEDA ----------------------------------------------------------------------------------
 
 
-def test_keda_scaled_object(rendered: dict[str, Docs], tmp_path: Path) -> None:
+@pytest.mark.parametrize("overlay", ["overlays/gpu", "overlays/sentinel"])
+def test_keda_scaled_object(rendered: dict[str, Docs], tmp_path: Path, overlay: str) -> None:
     """The ScaledObject, structurally (its CRD schema is not available offline): it scales
-    the worker Deployment on the Redis lists of exactly the catalogue's queues."""
-    docs = rendered["overlays/gpu"]
+    the worker Deployment on the Redis lists of exactly the catalogue's queues, read from
+    the Redis the API and the workers use (through the Sentinels in that overlay)."""
+    docs = rendered[overlay]
     scaled = find(docs, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     spec = scaled["spec"]
@@ -390,15 +404,28 @@ def test_keda_scaled_object(rendered: dict[str, Docs], tmp_path: Path) -> None:
     redis = find(docs, "Service", "redis")
     namespace = redis["metadata"]["namespace"]
     address = f"redis.{namespace}.svc.cluster.local:{redis['spec']['ports'][0]['port']}"
+    env = env_of(docs, worker)
+    api_env = env_of(docs, find(docs, "Deployment", "latentq-api"))
+    assert env.get("LATENTQ_REDIS_SENTINELS") == api_env.get("LATENTQ_REDIS_SENTINELS")
     catalog = catalog_of(docs, tmp_path)
     expected = {f"rq:queue:{keys.queue(m.id, p)}" for m in catalog.models for p in Priority}
     triggers = spec["triggers"]
     lists = set()
     for trigger in triggers:
-        assert trigger["type"] == "redis"
         metadata = trigger["metadata"]
         assert all(isinstance(v, str) for v in metadata.values()), "KEDA metadata are strings"
-        assert metadata["address"] == address
+        if overlay == "overlays/sentinel":
+            assert trigger["type"] == "redis-sentinel"
+            assert metadata["sentinelMaster"] == env["LATENTQ_REDIS_SENTINEL_MASTER"]
+            addresses = [a.strip() for a in metadata["addresses"].split(",")]
+            # The same Sentinels as the workers', by their full names.
+            short = [a.split(".", 1)[0] for a in env["LATENTQ_REDIS_SENTINELS"].split(",")]
+            assert [a.split(".", 1)[0] for a in addresses] == short
+            assert all(a.endswith(f".{namespace}.svc.cluster.local:26379") for a in addresses)
+        else:
+            assert trigger["type"] == "redis"
+            assert metadata["address"] == address
+            assert "LATENTQ_REDIS_SENTINELS" not in env
         assert int(metadata["listLength"]) > 0
         lists.add(metadata["listName"])
     assert len(lists) == len(triggers), "one trigger per list"
@@ -409,3 +436,67 @@ def test_keda_scaled_object(rendered: dict[str, Docs], tmp_path: Path) -> None:
     assert terms == names, "the formula adds up every trigger"
     assert float(modifiers["target"]) > 0
     assert all(isinstance(modifiers[k], str) for k in ("formula", "target"))
+
+
+# ---- what every workload has ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_probes_and_resources(rendered: dict[str, Docs], overlay: str) -> None:
+    for doc in rendered[overlay]:
+        if doc["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        for c in doc["spec"]["template"]["spec"]["containers"]:
+            where = f"{overlay} {doc['metadata']['name']}/{c['name']}"
+            assert "readinessProbe" in c and "livenessProbe" in c, f"{where}: probes"
+            requests = c.get("resources", {}).get("requests", {})
+            assert {"cpu", "memory"} <= set(requests), f"{where}: cpu and memory requests"
+            assert "memory" in c["resources"].get("limits", {}), f"{where}: a memory limit"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_disruption_budgets_cover_the_api_and_the_workers(
+    rendered: dict[str, Docs], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    for name in ("latentq-api", "latentq-worker"):
+        labels = find(docs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        covering = [
+            b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert len(covering) == 1, f"{overlay}: one budget for {name}"
+        spec = covering[0]["spec"]
+        assert ("minAvailable" in spec) != ("maxUnavailable" in spec)
+
+
+def test_sentinel_overlay(rendered: dict[str, Docs]) -> None:
+    """Two Redis pods, three Sentinels with a quorum that a drain cannot break, and the API and
+    workers pointed at every Sentinel."""
+    docs = rendered["overlays/sentinel"]
+    redis = find(docs, "StatefulSet", "redis")
+    sentinels = find(docs, "StatefulSet", "redis-sentinel")
+    assert redis["spec"]["replicas"] == 2
+    assert sentinels["spec"]["replicas"] == 3
+    service = find(docs, "Service", sentinels["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None", "headless: each Sentinel has its own name"
+    port = service["spec"]["ports"][0]["port"]
+    env = env_of(docs, find(docs, "Deployment", "latentq-worker"))
+    named = sorted(env["LATENTQ_REDIS_SENTINELS"].split(","))
+    assert named == [
+        f"{sentinels['metadata']['name']}-{i}.{service['metadata']['name']}:{port}"
+        for i in range(3)
+    ]
+    scripts = find(docs, "ConfigMap", "redis-sentinel-scripts")["data"]
+    monitor = next(
+        line for line in scripts["sentinel-start.sh"].splitlines() if "sentinel monitor" in line
+    )
+    master, quorum = monitor.split()[2], int(monitor.split()[-1])
+    assert master == env["LATENTQ_REDIS_SENTINEL_MASTER"]
+    assert quorum == 2
+    budget = find(docs, "PodDisruptionBudget", "redis-sentinel")
+    assert budget["spec"]["minAvailable"] >= quorum
+    assert find(docs, "PodDisruptionBudget", "redis")["spec"]["maxUnavailable"] == 1
+    for script in scripts:
+        result = run(["sh", "-n", str(K8S / "overlays" / "sentinel" / script)])
+        assert result.returncode == 0, f"{script}: {result.stderr}"

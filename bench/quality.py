@@ -1,6 +1,6 @@
 """How well the shapes model follows prompts, measured by the judge through the worker's path.
 
-    python -m worker.shapes.quality [--catalog models.toml] [--model shapes] [--count 200]
+    python -m bench.quality [--catalog models.toml] [--model shapes] [--count 200]
                                     [--sweep-count 48] [--no-sweep] [--out bench/results]
 
 The model is loaded as a worker loads it (``load_model`` with the catalogue entry and its
@@ -290,7 +290,7 @@ def _section(name: str, run: Callable[[], Any]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.shapes.quality", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__)
     parser.add_argument("--catalog", type=Path, default=Path("models.toml"))
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--count", type=int, default=200)

@@ -148,13 +148,20 @@ def stack(images: BuiltImages) -> Iterator[Stack]:
         **os.environ,
         "LATENTQ_API_IMAGE": images.api,
         "LATENTQ_WORKER_IMAGE": images.worker,
-        "LATENTQ_TEST_API_KEYS": f"tests:{hash_key(key)}",
+        # An operator key (admin): the tests read which worker ran a job.
+        "LATENTQ_TEST_API_KEYS": f"tests:{hash_key(key)}:admin",
         "LATENTQ_TEST_SIGNING_SECRET": secrets.token_hex(32),
         "LATENTQ_TEST_WEBHOOK_SECRET": secrets.token_hex(32),
         "LATENTQ_TEST_HTTP_PORT": str(ports["http"]),
         "LATENTQ_TEST_PROMETHEUS_PORT": str(ports["prometheus"]),
         "LATENTQ_TEST_S3_PORT": str(ports["s3"]),
         "LATENTQ_TEST_SUBNET": SUBNET,
+        # The stack's own required settings: MinIO's secrets (the S3 stand-in takes any) and
+        # nginx's fixed address, inside the test's subnet.
+        "MINIO_ROOT_PASSWORD": secrets.token_urlsafe(24),
+        "MINIO_LATENTQ_PASSWORD": secrets.token_urlsafe(24),
+        "LATENTQ_SUBNET": SUBNET,
+        "LATENTQ_PROXY_ADDRESS": SUBNET.rsplit(".", 1)[0] + ".10",
     }
     stack = Stack(
         env=env,

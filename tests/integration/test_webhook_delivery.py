@@ -161,8 +161,11 @@ def settings(tmp_path: Path, **extra: object) -> Settings:
 
 
 def enqueue(connection: redis.Redis, url: str, job_id: str = "j_test") -> str:
+    """A delivery due now, written as a job's move writes one."""
     payload = {"event": "completed", "job": {"id": job_id}}
-    return webhooks.enqueue(connection, url, "completed", payload, job_id)
+    delivery = webhooks.Delivery.new(url, "completed", payload, job_id)
+    webhooks.Outbox(connection).retry_at(delivery, time.time())
+    return delivery.id
 
 
 def delivery(connection: redis.Redis, delivery_id: str) -> dict[str, object] | None:

@@ -382,7 +382,7 @@ def train_unet(
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         for group in optimizer.param_groups:
-            warm = min(1.0, (step + 1) / 500)
+            warm = min(1.0, (step + 1) / min(500, max(1, steps // 10)))
             decay = 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
             group["lr"] = group["base_lr"] * warm * (0.1 + 0.9 * decay)
         hidden = text_encoder(captions.ids(texts)).last_hidden_state

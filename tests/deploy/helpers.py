@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -115,3 +116,15 @@ def base_metric(name: str, known: set[str]) -> str:
         if name.endswith(suffix) and name.removesuffix(suffix) in known:
             return name.removesuffix(suffix)
     return name
+
+
+def load_supervise() -> ModuleType:
+    """`make run`'s supervisor, deploy/local/supervise.py (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location(
+        "supervise", ROOT / "deploy" / "local" / "supervise.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["supervise"] = module
+    spec.loader.exec_module(module)
+    return module

@@ -8,29 +8,14 @@ to it), claim an address of its choosing, such as 127.0.0.1 for open mode's loop
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import yaml
 
 from app.auth import trusts_every_forwarder
-from tests.deploy.helpers import DEPLOY, ROOT
-
-
-def _load_supervise() -> ModuleType:
-    """`make run`'s supervisor (deploy/local/supervise.py), which starts uvicorn."""
-    spec = importlib.util.spec_from_file_location(
-        "supervise", ROOT / "deploy" / "local" / "supervise.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["supervise"] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.deploy.helpers import DEPLOY, ROOT, load_supervise
 
 
 def test_compose_trusts_nginx_alone() -> None:
@@ -75,7 +60,7 @@ def test_the_image_and_make_run_trust_no_forwarder_by_default(tmp_path: Path) ->
         "uvicorn's default (127.0.0.1) holds in the image; deployments set their proxy's"
     )
     # `make run` has no proxy in front of it: uvicorn reads no forwarding headers at all.
-    supervise = _load_supervise()
+    supervise = load_supervise()
     programs, _, _ = supervise.programs(
         ROOT, tmp_path, "127.0.0.1", 8000, 1, {"LATENTQ_REDIS_URL": "redis://127.0.0.1:1/0"}
     )

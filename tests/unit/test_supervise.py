@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import signal
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.deploy.helpers import load_supervise
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "supervise", ROOT / "deploy" / "local" / "supervise.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["supervise"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-supervise = _load()
+supervise = load_supervise()
 
 
 def test_one_worker_per_cuda_device() -> None:

@@ -240,7 +240,11 @@ class Supervisor:
         program.running = True
         program.started_at = time.monotonic()
         program.restart_at = None
-        (self.pids / f"{program.name}.pid").write_text(f"{program.proc.pid}\n")
+        # Written whole or not at all: a reader never sees an empty or half-written file.
+        pidfile = self.pids / f"{program.name}.pid"
+        partial = pidfile.with_suffix(".pid.partial")
+        partial.write_text(f"{program.proc.pid}\n")
+        os.replace(partial, pidfile)
         again = " again" if program.starts > 1 else ""
         self.say(f"{program.name} started{again} (pid {program.proc.pid})")
 

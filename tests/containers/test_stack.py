@@ -159,8 +159,6 @@ def stack(images: BuiltImages) -> Iterator[Stack]:
         "LATENTQ_TEST_PROMETHEUS_PORT": str(ports["prometheus"]),
         "LATENTQ_TEST_S3_PORT": str(ports["s3"]),
         "LATENTQ_TEST_SUBNET": SUBNET,
-        # The replica and the Sentinels of docker-compose.sentinel.yml.
-        "LATENTQ_REDIS_IMAGE": STAND_INS["redis"],
     }
     stack = Stack(
         env=env,
@@ -169,6 +167,8 @@ def stack(images: BuiltImages) -> Iterator[Stack]:
         s3=f"http://127.0.0.1:{ports['s3']}",
         key=key,
     )
+    # The image of the replica and the Sentinels of docker-compose.sentinel.yml.
+    stack.env["LATENTQ_REDIS_IMAGE"] = STAND_INS["redis"]
     stack.compose("down", "--volumes", "--remove-orphans")
     try:
         started = time.monotonic()

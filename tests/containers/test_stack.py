@@ -40,6 +40,7 @@ ROOT_FILES = ["docker-compose.yml", "tests/containers/docker-compose.test.yml"]
 WITH_SENTINELS = ["docker-compose.yml", "docker-compose.sentinel.yml", ROOT_FILES[1]]
 PROJECT = "latentq-test"
 SUBNET = "10.202.250.0/24"
+IP_RANGE = "10.202.250.128/25"
 STAND_INS = {
     "redis": "latentq-test/redis:bookworm",
     "nginx": "latentq-test/nginx:bookworm",
@@ -169,6 +170,7 @@ def stack(images: BuiltImages) -> Iterator[Stack]:
     )
     # The image of the replica and the Sentinels of docker-compose.sentinel.yml.
     stack.env["LATENTQ_REDIS_IMAGE"] = STAND_INS["redis"]
+    stack.env["LATENTQ_TEST_IP_RANGE"] = IP_RANGE
     stack.compose("down", "--volumes", "--remove-orphans")
     try:
         started = time.monotonic()

@@ -26,8 +26,8 @@ run: install
 	deploy/local/run.sh
 
 # Tools the tests run: promtool checks the Prometheus files, nginx is the load balancer,
-# headless Chromium drives the playground (tests/browser).
-TEST_TOOLS := /usr/bin/promtool /usr/sbin/nginx /usr/bin/chromium
+# headless Chromium drives the playground (tests/browser), Redis Sentinel fails Redis over.
+TEST_TOOLS := /usr/bin/promtool /usr/sbin/nginx /usr/bin/chromium /usr/bin/redis-sentinel
 
 # The container tests (tests/containers: images built, the compose stack started) need a Docker
 # engine: one that answers, or dockerd and debootstrap installed and root to start it. Without
@@ -52,6 +52,10 @@ test-fast: install $(TEST_TOOLS)
 
 /usr/sbin/nginx:
 	@command -v nginx >/dev/null || deploy/local/apt-install.sh nginx
+
+# Redis Sentinel for the failover test (tests/integration/test_sentinel.py).
+/usr/bin/redis-sentinel:
+	@command -v redis-sentinel >/dev/null || deploy/local/apt-install.sh redis-sentinel
 
 # latentq against the pipeline called directly and a naive server (never part of `make test`);
 # bench/README.md. BENCH_ARGS="--quick" for a short check, or a model, shapes, concurrency, …

@@ -37,8 +37,10 @@ from tests.integration.services import free_port
 pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT_FILES = ["docker-compose.yml", "tests/containers/docker-compose.test.yml"]
+WITH_SENTINELS = ["docker-compose.yml", "docker-compose.sentinel.yml", ROOT_FILES[1]]
 PROJECT = "latentq-test"
 SUBNET = "10.202.250.0/24"
+IP_RANGE = "10.202.250.128/25"
 STAND_INS = {
     "redis": "latentq-test/redis:bookworm",
     "nginx": "latentq-test/nginx:bookworm",
@@ -54,12 +56,13 @@ class Stack:
     prometheus: str
     s3: str
     key: str
+    files: list[str] = field(default_factory=lambda: list(ROOT_FILES))
     figures: dict[str, Any] = field(default_factory=dict)
 
     def compose(
         self, *args: str, timeout: float = 600, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        files = [arg for f in ROOT_FILES for arg in ("-f", f)]
+        files = [arg for f in self.files for arg in ("-f", f)]
         result = subprocess.run(
             [compose_binary(), "-p", PROJECT, *files, *args],
             cwd=ROOT,
@@ -136,6 +139,8 @@ def wait_for_job(
 
 
 LONG_JOB = {"type": "txt2img", "prompt": "a long one", "width": 256, "height": 256, "steps": 30}
+# Longer: `docker compose stop` stops nginx and the API replicas before the workers.
+DRAIN_JOB = {**LONG_JOB, "width": 512, "height": 512, "steps": 50}
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +175,9 @@ def stack(images: BuiltImages) -> Iterator[Stack]:
         s3=f"http://127.0.0.1:{ports['s3']}",
         key=key,
     )
+    # The image of the replica and the Sentinels of docker-compose.sentinel.yml.
+    stack.env["LATENTQ_REDIS_IMAGE"] = STAND_INS["redis"]
+    stack.env["LATENTQ_TEST_IP_RANGE"] = IP_RANGE
     stack.compose("down", "--volumes", "--remove-orphans")
     try:
         started = time.monotonic()
@@ -332,7 +340,7 @@ def test_file_urls_through_nginx_with_local_storage(stack: Stack) -> None:
 
 
 def test_compose_stop_drains_the_running_job(stack: Stack) -> None:
-    job = submit(stack, LONG_JOB)
+    job = submit(stack, DRAIN_JOB)
     running = wait_for_job(stack, job["id"], {"running", "succeeded"})
     assert running["status"] == "running"
     runner = running["worker"].split(".")[0]
@@ -369,3 +377,48 @@ def test_compose_stop_drains_the_running_job(stack: Stack) -> None:
     assert datetime.fromisoformat(fields[1]) > datetime.fromisoformat(told[-1]), (
         "the job ended after the stop signal"
     )
+
+
+def sentinel_says(stack: Stack, *command: str) -> list[str]:
+    """A command to sentinel-1, its reply as lines (redis-cli prints raw replies to a pipe)."""
+    ask = ("exec", "-T", "sentinel-1", "redis-cli", "-p", "26379", "SENTINEL", *command)
+    return stack.compose(*ask, check=False).stdout.split()
+
+
+def test_sentinel_override_survives_losing_the_primary(stack: Stack) -> None:
+    """docker-compose.sentinel.yml on the same stack: a replica and three Sentinels; the
+    primary's container is killed, the replica takes over, and jobs go on through nginx."""
+    stack.files = list(WITH_SENTINELS)
+    stack.env["LATENTQ_STORAGE"] = "local"
+    stack.compose("up", "--detach", "--no-build")
+    stack.wait_for_workers(2)
+    body = {"type": "txt2img", "prompt": "sentinel", "steps": 4, "width": 64, "height": 64}
+    assert submit(stack, body, wait=60)["status"] == "succeeded"
+    assert sentinel_says(stack, "get-master-addr-by-name", "latentq")[:1] == ["redis"]
+    deadline = time.monotonic() + 60
+    while True:
+        state = sentinel_says(stack, "master", "latentq")
+        fields = dict(zip(state[::2], state[1::2], strict=False))
+        if fields.get("num-slaves", "0") != "0" and fields.get("num-other-sentinels") == "2":
+            break
+        assert time.monotonic() < deadline, f"the Sentinels do not see the replica: {fields}"
+        time.sleep(1)
+    (primary,) = stack.containers("redis")
+    killed_at = time.monotonic()
+    docker("kill", primary)
+    while sentinel_says(stack, "get-master-addr-by-name", "latentq")[:1] != ["redis-replica"]:
+        assert time.monotonic() < killed_at + 90, "the Sentinels did not promote the replica"
+        time.sleep(0.5)
+    stack.figures["sentinel_promoted_after_s"] = round(time.monotonic() - killed_at, 1)
+    while True:
+        with stack.client() as api:
+            answer = api.post("/v1/jobs", json=body, headers={"Prefer": "wait=60"})
+        if answer.status_code in (200, 202):
+            break
+        # Until the API's connections have moved to the new primary: 503, and nothing else.
+        assert answer.status_code == 503, answer.text
+        assert time.monotonic() < killed_at + 120, "no submit accepted after the failover"
+        time.sleep(0.5)
+    job = wait_for_job(stack, answer.json()["id"], {"succeeded", "failed"})
+    assert job["status"] == "succeeded", job
+    stack.figures["sentinel_first_job_after_kill_s"] = round(time.monotonic() - killed_at, 1)

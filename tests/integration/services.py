@@ -139,8 +139,8 @@ class Service:
         self.processes.append(process)
         return process
 
-    def start_api(self) -> Process:
-        process, base_url = start_api(self.env, self.workdir)
+    def start_api(self, timeout: float = 30) -> Process:
+        process, base_url = start_api(self.env, self.workdir, timeout=timeout)
         self.api_port = int(base_url.rsplit(":", 1)[1])
         self.processes.append(process)
         return process
@@ -170,7 +170,9 @@ class Service:
         )
 
 
-def start_api(env: dict[str, str], workdir: Path, name: str = "api") -> tuple[Process, str]:
+def start_api(
+    env: dict[str, str], workdir: Path, name: str = "api", timeout: float = 30
+) -> tuple[Process, str]:
     """An API replica (uvicorn) on a free loopback port, once it answers; and its URL."""
     port = free_port()
     args = [
@@ -190,7 +192,7 @@ def start_api(env: dict[str, str], workdir: Path, name: str = "api") -> tuple[Pr
     base_url = f"http://127.0.0.1:{port}"
     wait_for(
         lambda: httpx.get(f"{base_url}/healthz").status_code == 200,
-        30,
+        timeout,
         name,
         process.proc,
         process.log,

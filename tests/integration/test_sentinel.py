@@ -40,6 +40,7 @@ from tests.integration.services import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 MASTER = "latentq"
+DOWN_AFTER_MS = 2000
 KILL_AFTER_S = 6.0
 LOAD_S = 22.0
 SUBMIT_EVERY_S = 0.1
@@ -94,7 +95,8 @@ class SentinelSet:
             config.write_text(
                 f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
                 f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2\n"
-                f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                # Long enough that a busy machine does not fail the primary over by itself.
+                f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {MASTER} 10000\n"
                 f"sentinel parallel-syncs {MASTER} 1\n"
             )
@@ -109,6 +111,8 @@ class SentinelSet:
             for port in self.sentinel_ports:
                 state = redis.Redis(port=port).sentinel_master(MASTER)
                 if state["num-other-sentinels"] < 2 or state["num-slaves"] < 1:
+                    return False
+                if not state["is_master"] or state["is_sdown"] or state["is_odown"]:
                     return False
             return True
 
@@ -206,8 +210,9 @@ def test_primary_killed_under_load(
     service = Service(redis=sentinels.primary, workdir=tmp_path, env=env)
     try:
         workers = [service.start_worker(f"worker-{i}") for i in (1, 2)]
-        service.start_api()
-        service.wait_for_workers("tiny", 2)
+        # Generous: this test starts five Redis processes and three of the service's.
+        service.start_api(timeout=120)
+        service.wait_for_workers("tiny", 2, timeout=240)
         old_primary = sentinels.primary_port()
 
         submits: list[Submit] = []

@@ -211,9 +211,9 @@ def img2img_check(model: Model, count: int, strength: float = 0.6) -> dict[str, 
 
 
 def lora_check(model: Model, count: int, adapter: str = "outline") -> dict[str, float]:
-    """With the adapter: rings of the asked shape; without it: filled shapes."""
+    """With the adapter: rings of the asked (large) shape; without it: filled shapes."""
     with_style, without_style, shape_ok = [], [], []
-    for seed, (scene, text) in enumerate(held_out_prompts(count, seed=99)):
+    for seed, (scene, text) in enumerate(held_out_prompts(count, seed=99, size="large")):
         styled = judge(model.txt2img(text, seed, loras=[{"id": adapter, "scale": 1.0}]))
         plain = judge(model.txt2img(text, seed))
         with_style.append(bool(styled.shapes) and styled.shapes[0].outline)

@@ -166,6 +166,7 @@ def stack(images: BuiltImages) -> Iterator[Stack]:
         "MINIO_ROOT_PASSWORD": secrets.token_urlsafe(24),
         "MINIO_LATENTQ_PASSWORD": secrets.token_urlsafe(24),
         "LATENTQ_SUBNET": SUBNET,
+        "LATENTQ_IP_RANGE": IP_RANGE,
         "LATENTQ_PROXY_ADDRESS": SUBNET.rsplit(".", 1)[0] + ".10",
     }
     stack = Stack(

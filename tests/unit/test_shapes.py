@@ -17,11 +17,13 @@ def test_judge_reads_the_scene_sets_own_renders():
     rendered = list(s.scenes(4242, 300, two_shapes=0.4))
     exact = sum(judge(s.render(scene)).matches(scene) for scene in rendered)
     assert exact / len(rendered) >= 0.99
-    outlined = list(s.scenes(77, 60, style="outline"))
-    for scene in outlined:
-        verdict = judge(s.render(scene))
-        assert verdict.matches(scene), scene
-        assert all(found.outline for found in verdict.shapes)
+    outlined = list(s.scenes(77, 200, style="outline"))
+    verdicts = [judge(s.render(scene)) for scene in outlined]
+    exact = sum(v.matches(scene) for v, scene in zip(verdicts, outlined, strict=True))
+    assert exact / len(outlined) >= 0.98
+    for verdict in verdicts:
+        # Large shapes are drawn as rings, small ones stay filled.
+        assert [f.outline for f in verdict.shapes] == [f.size == "large" for f in verdict.shapes]
     assert not any(f.outline for sc in rendered[:40] for f in judge(s.render(sc)).shapes)
 
 
@@ -32,7 +34,7 @@ def test_judge_says_what_is_wrong():
     wrong = score(s.Shape("green", "square", "right", "small"), "white", verdict)
     assert not (wrong.colour or wrong.kind or wrong.position or wrong.size or wrong.background)
     # An empty canvas: no shape, so nothing asked for is there.
-    empty = judge(np.full((128, 128, 3), s.COLOURS["white"], dtype=np.uint8))
+    empty = judge(np.full((s.SIZE, s.SIZE, 3), s.COLOURS["white"], dtype=np.uint8))
     assert empty.background == "white" and empty.shapes == ()
     assert not score(s.Shape("red", "circle", "left", "large"), "white", empty).colour
 
@@ -90,7 +92,6 @@ def test_every_word_of_the_captions_is_one_token():
     assert len(tokenizer("zebra", add_special_tokens=False).input_ids) > 1
 
 
-@pytest.mark.timeout(300)
 def test_training_smoke_run_learns_and_saves_an_ordinary_pipeline(tmp_path):
     import torch
     from diffusers import StableDiffusionPipeline
@@ -98,12 +99,12 @@ def test_training_smoke_run_learns_and_saves_an_ordinary_pipeline(tmp_path):
     from worker.shapes import train
 
     out, work = tmp_path / "model", tmp_path / "work"
-    args = [str(out), "--work", str(work), "--vae-steps", "50", "--scenes", "64"]
-    args += ["--steps", "60", "--batch", "16", "--log-every", "10", "--eval-every", "0"]
-    args += ["--decoder-steps", "4"]
+    args = [str(out), "--work", str(work), "--vae-steps", "8", "--scenes", "64"]
+    args += ["--steps", "40", "--batch", "16", "--log-every", "10", "--eval-every", "0"]
+    args += ["--decoder-steps", "2"]
     assert train.main([*args, "--threads", "2"]) == 0
     losses = [json.loads(line)["loss"] for line in (work / "loss.jsonl").read_text().splitlines()]
-    assert len(losses) == 6
+    assert len(losses) == 4
     assert losses[-1] < losses[0] * 0.8, losses
     assert (out / "model_index.json").exists()
     pipe = StableDiffusionPipeline.from_pretrained(str(out), torch_dtype=torch.float32)
@@ -116,7 +117,7 @@ def test_training_smoke_run_learns_and_saves_an_ordinary_pipeline(tmp_path):
         generator=torch.Generator().manual_seed(0),
         output_type="np",
     ).images[0]
-    assert image.shape == (128, 128, 3)
+    assert image.shape == (s.SIZE, s.SIZE, 3)
     # Resuming a finished run trains nothing more and saves the same weights.
     assert train.main([*args, "--threads", "2"]) == 0
     again = StableDiffusionPipeline.from_pretrained(str(out), torch_dtype=torch.float32)

@@ -124,7 +124,7 @@ def judge(image: Image.Image | np.ndarray) -> Verdict:
                 position=_CELL[cell],
                 size="large" if extent > SMALL_LARGE else "small",
                 area=area / (height * width),
-                outline=float(own.sum()) < 0.85 * area,
+                outline=float(own.sum()) < 0.95 * area,
             )
         )
     found.sort(key=lambda f: -f.area)

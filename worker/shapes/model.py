@@ -2,8 +2,8 @@
 
 A CLIP tokenizer written offline whose merges make every word of the scene set one token (any
 other text still encodes, byte by byte), a small CLIP text encoder, an ``AutoencoderKL`` that
-maps a 128x128 scene to an 8x8x4 latent (downsampling 16), and a ``UNet2DConditionModel`` with
-cross-attention at every resolution. Saved with ``save_pretrained`` it is an ordinary
+maps a 64x64 scene to an 8x8x4 latent (downsampling 8, as in SD), and a
+``UNet2DConditionModel`` with cross-attention at every resolution. Saved with ``save_pretrained`` it is an ordinary
 ``StableDiffusionPipeline`` folder: the worker loads it like any SD 1.x checkpoint.
 """
 
@@ -105,15 +105,15 @@ def new_text_encoder(tokenizer: Any) -> Any:
 
 
 def new_vae() -> Any:
-    """Five blocks, four 2x downsamplings: 128x128 RGB → 8x8x4."""
+    """Four blocks, three 2x downsamplings: 64x64 RGB → 8x8x4."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(  # type: ignore[no-untyped-call]
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 5,
-        up_block_types=("UpDecoderBlock2D",) * 5,
-        block_out_channels=(16, 32, 64, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 64, 64),
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=8,

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-SIZE = 128
-"""Side of a rendered scene, in pixels."""
+SIZE = 64
+"""Side of a rendered scene, in pixels: 64 keeps the VAE and its training cheap on a CPU,
+and the judge still reads every shape at this size."""
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (214, 38, 38),
@@ -67,7 +68,8 @@ class Scene:
     # Where each shape's centre strays from its cell's centre, in fractions of the side.
     offsets: tuple[tuple[float, float], ...] = ()
     style: str = "filled"
-    """"filled", or "outline" for the shapes drawn as rings (the style adapter's look)."""
+    """"filled", or "outline" for the large shapes drawn as rings (the style adapter's look;
+    a small shape, eleven pixels across, stays filled: its ring would have no hole to see)."""
 
 
 # -- which combinations are held out of training -------------------------------------------
@@ -150,13 +152,13 @@ def _draw(draw: ImageDraw.ImageDraw, shape: Shape, box, fill, background, outlin
         outer = [cx - r, cy - r, cx + r, cy + r]
         draw.ellipse(outer, fill=fill)
         if outline:
-            inner = r * 0.6
+            inner = r * 0.45
             draw.ellipse([cx - inner, cy - inner, cx + inner, cy + inner], fill=background)
     elif shape.kind == "square":
         h = r * 0.89  # about the circle's area
         draw.rectangle([cx - h, cy - h, cx + h, cy + h], fill=fill)
         if outline:
-            inner = h * 0.6
+            inner = h * 0.4
             draw.rectangle([cx - inner, cy - inner, cx + inner, cy + inner], fill=background)
     else:
         h = r * 1.1
@@ -164,7 +166,7 @@ def _draw(draw: ImageDraw.ImageDraw, shape: Shape, box, fill, background, outlin
         if outline:
             # The inner triangle shares the outer one's incentre, scaled down.
             ix, iy = cx, cy - h + 2 * h * (5**0.5) / (1 + 5**0.5)
-            k = 0.55
+            k = 0.35
             draw.polygon(
                 [
                     (ix + k * (cx - ix), iy + k * (cy - h - iy)),
@@ -184,7 +186,8 @@ def render(scene: Scene, side: int = SIZE) -> np.ndarray:
     offsets = scene.offsets or tuple((0.0, 0.0) for _ in scene.shapes)
     for shape, offset in zip(scene.shapes, offsets, strict=True):
         box = shape_box(shape, offset, big)
-        _draw(draw, shape, box, COLOURS[shape.colour], background, scene.style == "outline")
+        ring = scene.style == "outline" and shape.size == "large"
+        _draw(draw, shape, box, COLOURS[shape.colour], background, ring)
     image = image.resize((side, side), Image.Resampling.BOX)
     return np.asarray(image, dtype=np.uint8)
 

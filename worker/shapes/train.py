@@ -5,7 +5,7 @@
 Three stages, each saved under ``--work`` (kept out of git) so that a run stopped at any
 moment picks up where it was:
 
-1. the VAE (``AutoencoderKL``, 128x128 → 8x8x4) on freshly rendered scenes: pixel L1 + MSE
+1. the VAE (``AutoencoderKL``, 64x64 → 8x8x4) on freshly rendered scenes: pixel L1 + MSE
    and a small KL term;
 2. the training scenes' latents, encoded once (posterior mean and standard deviation, so that
    each step still samples from the posterior), and the latent scale;
@@ -80,8 +80,8 @@ def _images(batch: list[Scene]) -> Any:
 # -- stage 1: the VAE -----------------------------------------------------------------------
 
 
-def train_vae(work: Path, steps: int, batch: int = 8, lr: float = 1e-3, full: int = 150) -> Any:
-    """All but the last ``full`` steps see 64x64 crops around a shape (a quarter of the work
+def train_vae(work: Path, steps: int, batch: int = 16, lr: float = 1e-3, full: int = 300) -> Any:
+    """All but the last ``full`` steps see half-side crops around a shape (a quarter of the work
     per image: the VAE is convolutional), the last ones whole scenes; the shapes' pixels
     weigh five times the background's, or the small shapes' colours are lost."""
     torch = _torch()
@@ -144,25 +144,28 @@ def _shape_weights(x: Any, batch: list[Scene], boost: float = 4.0) -> Any:
 
 
 def _around_shapes(labels: list[Scene], *tensors: Any) -> tuple[Any, ...]:
-    """64x64 windows (4x4 latents, aligned to them) around each scene's first shape, cut from
-    each of ``tensors`` (images at full size, or their 8x8 latents)."""
+    """Half-side windows (4x4 latents, aligned to them) around each scene's first shape, cut
+    from each of ``tensors`` (images at full size, or their latents)."""
     torch = _torch()
+    factor = SIZE // parts.LATENT_SIDE
+    window = SIZE // 2
     cut: list[list[Any]] = [[] for _ in tensors]
     for i, scene in enumerate(labels):
         cx, cy, _ = shape_box(scene.shapes[0], scene.offsets[0])
-        left = min(64, max(0, round((cx - 32) / 16) * 16))
-        top = min(64, max(0, round((cy - 32) / 16) * 16))
+        left = min(SIZE - window, max(0, round((cx - window / 2) / factor) * factor))
+        top = min(SIZE - window, max(0, round((cy - window / 2) / factor) * factor))
         for out, tensor in zip(cut, tensors, strict=True):
             if tensor.shape[-1] == SIZE:
-                out.append(tensor[i, :, top : top + 64, left : left + 64])
+                out.append(tensor[i, :, top : top + window, left : left + window])
             else:
-                out.append(tensor[i, :, top // 16 : top // 16 + 4, left // 16 : left // 16 + 4])
+                z_top, z_left, z_side = top // factor, left // factor, window // factor
+                out.append(tensor[i, :, z_top : z_top + z_side, z_left : z_left + z_side])
     return tuple(torch.stack(out) for out in cut)
 
 
 def finetune_decoder(work: Path, vae: Any, steps: int, batch: int = 8, lr: float = 3e-4) -> Any:
     """Train the decoder alone, the encoder (and so the latents the UNet learns) frozen, with
-    the shapes' pixels weighted up, on 64x64 crops around a shape and on whole scenes."""
+    the shapes' pixels weighted up, on half-side crops around a shape and on whole scenes."""
     torch = _torch()
     path = work / "decoder.pt"
     start = 0
@@ -270,13 +273,17 @@ def _ema_update(ema: Any, model: Any, decay: float) -> None:
             e.lerp_(p, 1.0 - decay)
 
 
-def held_out_prompts(count: int, seed: int = SEED + 1) -> list[tuple[Scene, str]]:
-    """One-shape held-out scenes and the prompt naming every part of each."""
+def held_out_prompts(
+    count: int, seed: int = SEED + 1, size: str | None = None
+) -> list[tuple[Scene, str]]:
+    """One-shape held-out scenes (of one ``size`` if given) and the prompt naming every part
+    of each."""
     rng = random.Random(seed)
-    out = []
-    for _ in range(count):
+    out: list[tuple[Scene, str]] = []
+    while len(out) < count:
         scene = random_scene(rng, held_out=True)
-        out.append((scene, prompt(scene.shapes[0], scene.background)))
+        if size is None or scene.shapes[0].size == size:
+            out.append((scene, prompt(scene.shapes[0], scene.background)))
     return out
 
 

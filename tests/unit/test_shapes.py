@@ -7,7 +7,6 @@ import random
 from collections import Counter
 
 import numpy as np
-import pytest
 
 from worker.shapes import scenes as s
 from worker.shapes.judge import judge, score

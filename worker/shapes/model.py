@@ -3,8 +3,9 @@
 A CLIP tokenizer written offline whose merges make every word of the scene set one token (any
 other text still encodes, byte by byte), a small CLIP text encoder, an ``AutoencoderKL`` that
 maps a 64x64 scene to an 8x8x4 latent (downsampling 8, as in SD), and a
-``UNet2DConditionModel`` with cross-attention at every resolution. Saved with ``save_pretrained`` it is an ordinary
-``StableDiffusionPipeline`` folder: the worker loads it like any SD 1.x checkpoint.
+``UNet2DConditionModel`` with cross-attention at every resolution. Saved with
+``save_pretrained`` it is an ordinary ``StableDiffusionPipeline`` folder: the worker loads it
+like any SD 1.x checkpoint.
 """
 
 from __future__ import annotations

@@ -113,12 +113,12 @@ def txt2img_accuracy(model: Model, count: int, **fields: Any) -> tuple[dict[str,
     return _rate(hits), (time.perf_counter() - started) / count
 
 
-def _one_shape_scenes(seed: int, count: int) -> list[Scene]:
+def one_shape_scenes(seed: int, count: int) -> list[Scene]:
     rng = random.Random(seed)
     return [random_scene(rng, two_shapes=0.0) for _ in range(count)]
 
 
-def _other(rng: random.Random, shape: Shape, background: str) -> Shape:
+def other_shape(rng: random.Random, shape: Shape, background: str) -> Shape:
     """The same place and size, another kind or another colour (or both)."""
     change = rng.choice(("kind", "colour", "both"))
     kind, colour = shape.kind, shape.colour
@@ -129,7 +129,7 @@ def _other(rng: random.Random, shape: Shape, background: str) -> Shape:
     return Shape(colour, kind, shape.position, shape.size)
 
 
-def _mask_for(scene: Scene) -> Image.Image:
+def mask_for(scene: Scene) -> Image.Image:
     cx, cy, r = shape_box(scene.shapes[0], scene.offsets[0])
     margin = r * 0.35 + 6
     mask = Image.new("L", (SIZE, SIZE), 0)
@@ -148,10 +148,10 @@ def inpaint_check(model: Model, count: int) -> dict[str, float]:
     changed."""
     rng = random.Random(7)
     found, kept = [], []
-    for seed, scene in enumerate(_one_shape_scenes(11, count)):
-        asked = _other(rng, scene.shapes[0], scene.background)
+    for seed, scene in enumerate(one_shape_scenes(11, count)):
+        asked = other_shape(rng, scene.shapes[0], scene.background)
         image = Image.fromarray(render(scene))
-        canvas = inpaint_canvas(image, _mask_for(scene), INPAINT_BLUR)
+        canvas = inpaint_canvas(image, mask_for(scene), INPAINT_BLUR)
         params = model.params("inpaint", prompt(asked, scene.background), seed, strength=1.0)
         out = composite(model.warm.inpaint(params, canvas, _nothing)[0], canvas)
         verdict = judge(out)
@@ -175,7 +175,7 @@ def outpaint_check(model: Model, count: int, pad: int = 32) -> dict[str, float]:
     """Share of the new border's pixels that take the background's colour (per image, then
     averaged), and the share of images where at least 90% do."""
     shares = []
-    for seed, scene in enumerate(_one_shape_scenes(13, count)):
+    for seed, scene in enumerate(one_shape_scenes(13, count)):
         image = Image.fromarray(render(scene))
         padding = Padding(left=pad, right=pad)
         canvas = outpaint_canvas(image, padding, 8)
@@ -199,7 +199,7 @@ def img2img_check(model: Model, count: int, strength: float = 0.6) -> dict[str, 
     """Ask for another colour: the judge finds the new colour at the same place, same kind."""
     rng = random.Random(17)
     hits = []
-    for seed, scene in enumerate(_one_shape_scenes(19, count)):
+    for seed, scene in enumerate(one_shape_scenes(19, count)):
         shape = scene.shapes[0]
         colour = rng.choice([c for c in _COLOURS if c not in (shape.colour, scene.background)])
         asked = Shape(colour, shape.kind, shape.position, shape.size)

@@ -29,20 +29,28 @@ run: install
 # headless Chromium drives the playground (tests/browser), Redis Sentinel fails Redis over.
 TEST_TOOLS := /usr/bin/promtool /usr/sbin/nginx /usr/bin/chromium /usr/bin/redis-sentinel
 
+# The suite runs in TEST_JOBS processes (pytest-xdist), a test file to each: the chaos tests
+# mostly wait on leases and restarts, so two of them keep two cores busy.
+TEST_JOBS ?= $(shell nproc)
+
 # The container tests (tests/containers: images built, the compose stack started) need a Docker
 # engine: one that answers, or dockerd and debootstrap installed and root to start it. Without
-# that they are left out, and a banner says so before and after the run.
+# that they are left out, and a banner says so before and after the run. They run after the
+# rest, in one process: they share one engine and its build cache. (pytest's exit status 5,
+# nothing selected, is no failure: PYTEST_ARGS may pick tests of one kind only.)
 test: install $(TEST_TOOLS)
-	@if $(BIN)/python -m tests.containers.engine check; then \
-	  $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	@engine=0; $(BIN)/python -m tests.containers.engine check || engine=$$?; status=0; \
+	$(BIN)/python -m pytest -m 'not containers' -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS) \
+	  || { rc=$$?; [ $$rc = 5 ] || status=$$rc; }; \
+	if [ $$engine = 0 ]; then \
+	  $(BIN)/python -m pytest -m containers $(PYTEST_ARGS) || { rc=$$?; [ $$rc = 5 ] || status=$$rc; }; \
 	else \
-	  status=0; $(BIN)/python -m pytest -m 'not containers' $(PYTEST_ARGS) || status=$$?; \
-	  $(BIN)/python -m tests.containers.engine check; exit $$status; \
-	fi
+	  $(BIN)/python -m tests.containers.engine check; \
+	fi; exit $$status
 
 # Everything but the slow chaos tests and the container tests.
 test-fast: install $(TEST_TOOLS)
-	$(BIN)/python -m pytest -m 'not slow and not containers' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m 'not slow and not containers' -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 /usr/bin/chromium:
 	@command -v chromium >/dev/null || deploy/local/apt-install.sh chromium

@@ -29,8 +29,8 @@ run: install
 # headless Chromium drives the playground (tests/browser), Redis Sentinel fails Redis over.
 TEST_TOOLS := /usr/bin/promtool /usr/sbin/nginx /usr/bin/chromium /usr/bin/redis-sentinel
 
-# The suite runs in TEST_JOBS processes (pytest-xdist), a test file to each: the chaos tests
-# mostly wait on leases and restarts, so two of them keep two cores busy.
+# The suite runs in TEST_JOBS processes (pytest-xdist), a test file to each: one process
+# leaves a core idle while the chaos tests wait on leases and restarts.
 TEST_JOBS ?= $(shell nproc)
 
 # The container tests (tests/containers: images built, the compose stack started) need a Docker

@@ -24,14 +24,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first (the order is otherwise kept): under pytest-xdist (`make test`)
-    the long chaos files then start at once, each in a process of its own, and the many quick
-    files fill the other processes around them instead of leaving one long file to run alone
-    at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SD-1.x pipeline with random weights, saved in diffusers format."""

@@ -101,7 +101,7 @@ def test_training_smoke_run_learns_and_saves_an_ordinary_pipeline(tmp_path):
     args = [str(out), "--work", str(work), "--vae-steps", "8", "--scenes", "64"]
     args += ["--steps", "40", "--batch", "16", "--log-every", "10", "--eval-every", "0"]
     args += ["--decoder-steps", "2"]
-    assert train.main([*args, "--threads", "2"]) == 0
+    assert train.main([*args, "--threads", "1"]) == 0
     losses = [json.loads(line)["loss"] for line in (work / "loss.jsonl").read_text().splitlines()]
     assert len(losses) == 4
     assert losses[-1] < losses[0] * 0.8, losses
@@ -118,7 +118,7 @@ def test_training_smoke_run_learns_and_saves_an_ordinary_pipeline(tmp_path):
     ).images[0]
     assert image.shape == (s.SIZE, s.SIZE, 3)
     # Resuming a finished run trains nothing more and saves the same weights.
-    assert train.main([*args, "--threads", "2"]) == 0
+    assert train.main([*args, "--threads", "1"]) == 0
     again = StableDiffusionPipeline.from_pretrained(str(out), torch_dtype=torch.float32)
     for name, tensor in again.unet.state_dict().items():
         assert torch.equal(tensor, pipe.unet.state_dict()[name]), name

@@ -48,8 +48,21 @@ def visible_tabs(page: Any) -> list[str]:
     return modes
 
 
-def newest_job(page: Any) -> Any:
-    return page.locator("#jobs .job").first
+def newest_job(page: Any, after: str | None = None) -> Any:
+    """The newest job's card. With ``after`` (the id of the job that was newest before a
+    submit): once the submitted job's card is on top, pinned by its id — the card appears only
+    when the submit is answered, and until then the older card would be found instead."""
+    if after is None:
+        return page.locator("#jobs .job").first
+    page.wait_for_function(
+        """(old) => {
+          const job = document.querySelector('#jobs .job');
+          return job !== null && Boolean(job.dataset.jobId) && job.dataset.jobId !== old;
+        }""",
+        arg=after,
+    )
+    job_id = page.locator("#jobs .job").first.get_attribute("data-job-id")
+    return page.locator(f"#jobs .job[data-job-id='{job_id}']")
 
 
 def gallery(page: Any) -> list[dict[str, Any]]:

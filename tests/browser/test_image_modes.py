@@ -187,7 +187,7 @@ def test_outpaint_an_image_sent_from_the_gallery(
     assert params["outpaint"] == {"left": 16, "right": 24, "top": 8, "bottom": bottom}
     assert (rgb(parts["image"][0]) == source_pixels).all()
 
-    job = newest_job(page)
+    job = newest_job(page, after=source_id)
     expect(job).to_have_attribute("data-status", "succeeded")
     job_id = job.get_attribute("data-job-id")
     [card] = wait_for_loaded_images(page, job_id, 1)

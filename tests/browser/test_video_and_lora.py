@@ -176,4 +176,4 @@ def test_a_chosen_lora_is_sent_and_shown_with_the_image(
     with page.expect_request(is_job_submit) as submitted:
         page.click("#generate")
     assert "loras" not in submitted.value.post_data_json
-    expect(newest_job(page)).to_have_attribute("data-status", "succeeded")
+    expect(newest_job(page, after=job_id)).to_have_attribute("data-status", "succeeded")

@@ -49,17 +49,22 @@ def _data_options(url: str) -> dict[str, Any]:
     return options
 
 
+def _primary(settings: Settings, sentinel_class: Any, options: dict[str, Any]) -> Any:
+    """A client of the primary through the Sentinels, of `sentinel_class`'s flavour."""
+    sentinel = sentinel_class(
+        sentinel_addresses(settings.redis_sentinels),
+        sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S},
+    )
+    return sentinel.master_for(
+        settings.redis_sentinel_master, **_data_options(settings.redis_url), **options
+    )
+
+
 def connect(settings: Settings, **options: Any) -> redis.Redis:
     """A client of the primary (socket options and the like in `options`)."""
     if not settings.redis_sentinels:
         return redis.Redis.from_url(settings.redis_url, **options)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        sentinel_addresses(settings.redis_sentinels),
-        sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S},
-    )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        settings.redis_sentinel_master, **_data_options(settings.redis_url), **options
-    )
+    client: redis.Redis = _primary(settings, Sentinel, options)
     return client
 
 
@@ -67,13 +72,7 @@ def connect_async(settings: Settings, **options: Any) -> aioredis.Redis:
     """The asyncio flavour of `connect`."""
     if not settings.redis_sentinels:
         return aioredis.Redis.from_url(settings.redis_url, **options)
-    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
-        sentinel_addresses(settings.redis_sentinels),
-        sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S},
-    )
-    client: aioredis.Redis = sentinel.master_for(
-        settings.redis_sentinel_master, **_data_options(settings.redis_url), **options
-    )
+    client: aioredis.Redis = _primary(settings, AsyncSentinel, options)
     return client
 
 

@@ -56,12 +56,22 @@ def docker_env() -> dict[str, str]:
     return {**os.environ, "DOCKER_BUILDKIT": "1"}
 
 
-def docker(
-    *args: str, timeout: float = 120, check: bool = True
+def run_tool(
+    name: str,
+    argv: list[str],
+    args: tuple[str, ...],
+    *,
+    env: dict[str, str],
+    timeout: float,
+    check: bool,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """`argv` + `args`, its output captured; with `check`, a failure raises with the end of
+    its output, the command named `name` + `args`."""
     result = subprocess.run(
-        [docker_client(), *args],
-        env=docker_env(),
+        [*argv, *args],
+        cwd=cwd,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -69,10 +79,18 @@ def docker(
     )
     if check and result.returncode != 0:
         raise RuntimeError(
-            f"docker {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}"
+            f"{name} {' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}"
             f"\n{result.stderr[-3000:]}"
         )
     return result
+
+
+def docker(
+    *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return run_tool(
+        "docker", [docker_client()], args, env=docker_env(), timeout=timeout, check=check
+    )
 
 
 def engine_reachable() -> bool:

@@ -30,7 +30,7 @@ from PIL import Image
 from app.auth import hash_key
 from jobs import keys
 from tests.containers.conftest import BuiltImages
-from tests.containers.engine import ROOT, WORKDIR, docker, ensure_test_image
+from tests.containers.engine import ROOT, WORKDIR, docker, ensure_test_image, run_tool
 from tests.deploy.helpers import compose_binary
 from tests.integration.services import free_port
 
@@ -63,21 +63,15 @@ class Stack:
         self, *args: str, timeout: float = 600, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         files = [arg for f in self.files for arg in ("-f", f)]
-        result = subprocess.run(
-            [compose_binary(), "-p", PROJECT, *files, *args],
+        return run_tool(
+            "docker compose",
+            [compose_binary(), "-p", PROJECT, *files],
+            args,
             cwd=ROOT,
             env=self.env,
-            capture_output=True,
-            text=True,
             timeout=timeout,
-            check=False,
+            check=check,
         )
-        if check and result.returncode != 0:
-            raise RuntimeError(
-                f"docker compose {' '.join(args)} exited {result.returncode}\n"
-                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-            )
-        return result
 
     def client(self, timeout: float = 90) -> httpx.Client:
         return httpx.Client(

@@ -17,7 +17,8 @@ adapters) and every image comes from the same calls a job makes, with fixed seed
   shapes;
 - accuracy and seconds per image against steps for every scheduler the model lists.
 
-It prints tables and writes ``quality-<time>.json`` (and the sweep's plot) under ``--out``.
+It prints tables and writes ``quality-<model>.json`` (and the sweep's plot,
+``quality-<model>.png``) under ``--out``; the shapes model's are committed.
 """
 
 from __future__ import annotations
@@ -321,13 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     report["img2img"] = _section("img2img", lambda: img2img_check(model, args.task_count))
     if "outline" in model.adapters:
         report["lora"] = _section("lora", lambda: lora_check(model, args.task_count))
-    stamp = time.strftime("%Y-%m-%dT%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.no_sweep:
         print("steps x scheduler:", flush=True)
         report["sweep"] = scheduler_sweep(model, args.sweep_count)
-        plot_sweep(report["sweep"], args.out / f"quality-{stamp}.png")
-    path = args.out / f"quality-{stamp}.json"
+        plot_sweep(report["sweep"], args.out / f"quality-{entry.id}.png")
+    path = args.out / f"quality-{entry.id}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {path}")
     return 0

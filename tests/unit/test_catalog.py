@@ -226,7 +226,12 @@ def test_a_scheduler_of_the_wrong_kind_is_refused_by_the_worker() -> None:
 
 def test_the_shipped_catalogue_has_a_demo_model_of_every_family() -> None:
     catalog = load_catalog(ROOT / "models.toml")
-    assert catalog.default_id == "tiny-sd"
+    # The default is the trained shapes model, committed.
+    assert catalog.default_id == "shapes"
+    shapes = catalog.by_id["shapes"]
+    assert not shapes.demo and shapes.family == "sd1" and shapes.native_size == (64, 64)
+    local = catalog.local_path(shapes)
+    assert local is not None and (local / "model_index.json").exists()
     demos = {m.family: m for m in catalog.models if m.demo}
     assert set(demos) == set(FAMILIES)
     assert demos["video"].tasks == ("txt2video",)

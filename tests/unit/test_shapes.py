@@ -91,6 +91,34 @@ def test_every_word_of_the_captions_is_one_token():
     assert len(tokenizer("zebra", add_special_tokens=False).input_ids) > 1
 
 
+def test_the_unet_loss_weighs_the_cells_under_a_shape_more():
+    from worker.shapes import train
+    from worker.shapes.model import LATENT_SIDE
+
+    scene = s.Scene("blue", (s.Shape("red", "circle", "top left", "small"),), ((0.0, 0.0),))
+    (weights,) = train._shape_cells([scene])
+    assert weights.shape == (1, LATENT_SIDE, LATENT_SIDE)
+    corner = LATENT_SIDE // 4
+    assert weights[0, corner, corner] == 1 + train.SHAPE_WEIGHT
+    assert weights[0, -1, -1] == 1 and weights[0, LATENT_SIDE // 2 + 2, 0] == 1
+    assert (weights > 1).float().mean() < 0.2
+
+
+def test_text_encoder_targets_name_each_shape_in_caption_order():
+    from worker.shapes import train
+
+    first = s.Shape("red", "circle", "left", "small")
+    second = s.Shape("blue", "triangle", "right", "large")
+    two = train._label_targets(s.Scene("white", (first, second), ((0, 0), (0, 0))))
+    one = train._label_targets(s.Scene("white", (first,), ((0, 0),)))
+    sizes = train._label_head_sizes()
+    assert len(two) == len(one) == len(sizes)
+    assert all(0 <= t < n for t, n in zip(two, sizes, strict=True))
+    assert two[:5] == one[:5] and two[5:] != one[5:]
+    # A missing second shape is each attribute's extra last class.
+    assert one[5:] == [n - 1 for n in sizes[5:]]
+
+
 def test_training_smoke_run_learns_and_saves_an_ordinary_pipeline(tmp_path):
     import torch
     from diffusers import StableDiffusionPipeline
@@ -100,8 +128,9 @@ def test_training_smoke_run_learns_and_saves_an_ordinary_pipeline(tmp_path):
     out, work = tmp_path / "model", tmp_path / "work"
     args = [str(out), "--work", str(work), "--vae-steps", "8", "--scenes", "64"]
     args += ["--steps", "40", "--batch", "16", "--log-every", "10", "--eval-every", "0"]
-    args += ["--decoder-steps", "2"]
+    args += ["--decoder-steps", "2", "--text-steps", "20"]
     assert train.main([*args, "--threads", "1"]) == 0
+    assert (work / "text.pt").exists()
     losses = [json.loads(line)["loss"] for line in (work / "loss.jsonl").read_text().splitlines()]
     assert len(losses) == 4
     assert losses[-1] < losses[0] * 0.8, losses

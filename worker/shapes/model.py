@@ -2,8 +2,9 @@
 
 A CLIP tokenizer written offline whose merges make every word of the scene set one token (any
 other text still encodes, byte by byte), a small CLIP text encoder, an ``AutoencoderKL`` that
-maps a 64x64 scene to an 8x8x4 latent (downsampling 8, as in SD), and a
-``UNet2DConditionModel`` with cross-attention at every resolution. Saved with
+maps a 64x64 scene to a 16x16x4 latent (downsampling 4: at 8, a small shape would be one
+latent pixel and its kind would not survive the round trip), and a
+``UNet2DConditionModel`` with cross-attention at its two lower resolutions. Saved with
 ``save_pretrained`` it is an ordinary ``StableDiffusionPipeline`` folder: the worker loads it
 like any SD 1.x checkpoint.
 """
@@ -18,10 +19,10 @@ from typing import Any
 from worker.demo_model import BOS_TOKEN, EOS_TOKEN, MAX_LENGTH, bytes_to_unicode
 from worker.shapes.scenes import SIZE, VOCABULARY
 
-LATENT_SIDE = 8
+LATENT_SIDE = 16
 TEXT_WIDTH = 64
 # The noise schedule the UNet is trained with, and that every scheduler of the saved pipeline
-# reads from its config: linear betas suit an 8x8 latent better than SD's scaled-linear ones.
+# reads from its config: linear betas suit a 16x16 latent better than SD's scaled-linear ones.
 SCHEDULE = {
     "num_train_timesteps": 1000,
     "beta_start": 0.0001,
@@ -106,15 +107,15 @@ def new_text_encoder(tokenizer: Any) -> Any:
 
 
 def new_vae() -> Any:
-    """Four blocks, three 2x downsamplings: 64x64 RGB → 8x8x4."""
+    """Three blocks, two 2x downsamplings: 64x64 RGB → 16x16x4."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(  # type: ignore[no-untyped-call]
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=8,
@@ -129,13 +130,14 @@ def new_unet() -> Any:
         sample_size=LATENT_SIDE,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(64, 128, 128),
+        block_out_channels=(32, 64, 128),
         layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        # Full resolution only draws; the words meet the picture at 8x8, 4x4 and the middle.
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=4,
-        norm_num_groups=32,
+        norm_num_groups=16,
     )
 
 

@@ -1,8 +1,9 @@
 """The trained shapes model over HTTP: it draws what the prompt asks for, as the judge reads it.
 
-A worker serves the committed `models/shapes` pipeline from the shipped catalogue, exactly as `make run` does; every image comes back through the API. The thresholds
-sit well under the figures `python -m bench.quality` measures (README), so that the
-tests hold on every run yet fail for a model that ignores its prompt.
+A worker serves the committed `models/shapes` pipeline from the shipped catalogue, exactly as
+`make run` does; every image comes back through the API. The thresholds sit well under the
+figures `python -m bench.quality` measures (README), so that the tests hold on every run yet
+fail for a model that ignores its prompt.
 """
 
 from __future__ import annotations

@@ -282,7 +282,11 @@ def shapes_service(workdir: Path, **worker_env: str) -> Iterator[Service]:
     """The shipped catalogue (models.toml) served as `make run` serves it, its worker holding
     the trained `shapes` model and its `outline` adapter only."""
     with own_service(
-        workdir, ROOT / "models.toml", "shapes-worker", "shapes", LATENTQ_MODELS="shapes",
+        workdir,
+        ROOT / "models.toml",
+        "shapes-worker",
+        "shapes",
+        LATENTQ_MODELS="shapes",
         **worker_env,
     ) as svc:
         yield svc

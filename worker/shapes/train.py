@@ -311,8 +311,7 @@ def pretrain_text_encoder(
         read = torch.cat([output.pooler_output, output.last_hidden_state.mean(dim=1)], dim=1)
         logits = head(read).split(sizes, dim=1)
         loss = sum(
-            torch.nn.functional.cross_entropy(part, targets[:, i])
-            for i, part in enumerate(logits)
+            torch.nn.functional.cross_entropy(part, targets[:, i]) for i, part in enumerate(logits)
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

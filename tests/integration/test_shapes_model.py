@@ -49,8 +49,10 @@ def test_txt2img_follows_held_out_prompts(shapes_api: httpx.Client) -> None:
         s = score(scene.shapes[0], scene.background, judge(_image(shapes_api, job)))
         for key in hits:
             hits[key] += getattr(s, key)
-    assert hits["colour"] >= 11, hits
-    assert hits["kind"] >= 9, hits
+    # Measured over 200 held-out prompts (README): colour 77%, shape 70%, position 85%; chance
+    # is 1 in 7, 1 in 3 and 1 in 9.
+    assert hits["colour"] >= 9, hits
+    assert hits["kind"] >= 8, hits
     assert hits["position"] >= 10, hits
 
 

@@ -31,6 +31,10 @@ SCHEDULE = {
     "prediction_type": "epsilon",
     "steps_offset": 1,
     "timestep_spacing": "trailing",
+    # Read by DDIM (and its kin) built from this config: latents are not images in [-1, 1],
+    # and clipping the predicted sample to that range wrecks them.
+    "clip_sample": False,
+    "set_alpha_to_one": False,
 }
 
 

@@ -146,6 +146,8 @@ def test_training_smoke_run_learns_and_saves_an_ordinary_pipeline(tmp_path):
         output_type="np",
     ).images[0]
     assert image.shape == (s.SIZE, s.SIZE, 3)
+    # A job may switch to DDIM: built from the saved config, it must not clip the latents.
+    assert pipe.scheduler.config.clip_sample is False
     # Resuming a finished run trains nothing more and saves the same weights.
     assert train.main([*args, "--threads", "1"]) == 0
     again = StableDiffusionPipeline.from_pretrained(str(out), torch_dtype=torch.float32)

@@ -31,11 +31,11 @@ SCHEDULE = {
     "prediction_type": "epsilon",
     "steps_offset": 1,
     "timestep_spacing": "trailing",
-    # Read by DDIM (and its kin) built from this config: latents are not images in [-1, 1],
-    # and clipping the predicted sample to that range wrecks them.
-    "clip_sample": False,
-    "set_alpha_to_one": False,
 }
+SAVED_FOR_OTHER_SCHEDULERS = {"clip_sample": False, "set_alpha_to_one": False}
+"""Written into the saved scheduler config for the schedulers a job may switch to: DDIM (and
+its kin) built from a config without them clips the predicted sample to [-1, 1], which suits
+pixels, not latents, and wrecks them."""
 
 
 def word_merges(words: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -148,7 +148,9 @@ def new_unet() -> Any:
 def new_scheduler() -> Any:
     from diffusers import EulerDiscreteScheduler
 
-    return EulerDiscreteScheduler(**SCHEDULE)  # type: ignore[no-untyped-call]
+    scheduler = EulerDiscreteScheduler(**SCHEDULE)  # type: ignore[no-untyped-call]
+    scheduler.register_to_config(**SAVED_FOR_OTHER_SCHEDULERS)
+    return scheduler
 
 
 def pipeline(vae: Any, text_encoder: Any, tokenizer: Any, unet: Any) -> Any:

@@ -2,7 +2,7 @@
 
     python -m worker.shapes.train OUT [--work DIR] [--vae-steps N] [--steps N] ...
 
-Three stages, each saved under ``--work`` (kept out of git) so that a run stopped at any
+Five stages, each saved under ``--work`` (kept out of git) so that a run stopped at any
 moment picks up where it was:
 
 1. the VAE (``AutoencoderKL``, 64x64 → 16x16x4) on freshly rendered scenes: pixel L1 + MSE
@@ -11,16 +11,15 @@ moment picks up where it was:
    each step still samples from the posterior), and the latent scale;
 3. the CLIP text encoder alone, taught to read captions: small heads on its output predict the
    scene's label (background; each shape's colour, kind, position and size) from a caption,
-   seconds of work that spare the UNet stage from learning words and pictures at once (SD
+   minutes of work that spare the UNet stage from learning words and pictures at once (SD
    starts from a trained text encoder too);
 4. the UNet, with the text encoder fine-tuned beside it: epsilon prediction, min-SNR-5 loss
    weighting, the latent cells under a shape weighted up (they are a small share of the cells
    but all of the meaning), one caption in ten left empty (classifier-free guidance), captions
    written afresh from each scene's label every time it is drawn, EMA weights; every
-   ``--eval-every`` steps the EMA model draws held-out prompts and the judge scores them.
-
+   ``--eval-every`` steps the EMA model draws held-out prompts and the judge scores them;
 5. the VAE's decoder alone, the encoder (and so the UNet's latents) frozen, with the shapes'
-   pixels weighted up (``--only-decoder`` runs this stage by itself, beside stage 3).
+   pixels weighted up (``--only-decoder`` runs this stage by itself, beside stage 4).
 
 The EMA weights are then saved to OUT as an fp16 ``StableDiffusionPipeline`` folder.
 """
@@ -429,7 +428,7 @@ def train_unet(
     eval_count: int,
     deadline: float | None,
     log_every: int = 50,
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, Any]:
     torch = _torch()
     path = work / "unet.pt"
     torch.manual_seed(SEED)

@@ -88,6 +88,7 @@ quality: install
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy jobs app client/latentq_client deploy/local/supervise.py
 
 clean:

@@ -45,7 +45,7 @@ def create_app(catalog: Path, model_id: str, device_name: str = "auto") -> FastA
 
         from jobs.catalog import load_catalog
         from worker.main import model_source
-        from worker.pipelines import pick_device
+        from worker.runtime import pick_device
         from worker.schedulers import make_scheduler
 
         entries = load_catalog(catalog)

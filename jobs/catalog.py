@@ -101,6 +101,8 @@ class FamilyRules:
     """T5 tokens of the prompt (families with a T5 encoder)."""
     dtype_cuda: str = "float16"
     """What `dtype = "auto"` means on CUDA."""
+    adapters: bool = True
+    """Catalogue LoRA adapters may name it (the worker loads them into its pipelines)."""
 
 
 FAMILY_RULES: dict[str, FamilyRules] = {
@@ -154,6 +156,7 @@ FAMILY_RULES: dict[str, FamilyRules] = {
         flow_matching=True,
         max_sequence_length=512,
         dtype_cuda="bfloat16",
+        adapters=False,
     ),
 }
 """Per family: its tasks, schedulers and defaults. `FAMILIES` lists the same keys."""
@@ -296,7 +299,7 @@ class ModelEntry(BaseModel):
 
     @property
     def is_video(self) -> bool:
-        return self.family == "video"
+        return JobType.TXT2VIDEO in self.rules.tasks
 
     @property
     def scheduler(self) -> str:
@@ -333,8 +336,11 @@ class AdapterEntry(BaseModel):
     def _some_family(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("list the families the adapter fits")
-        if "video" in value:
-            raise ValueError("adapters are served for the image families only")
+        refused = [family for family in value if not FAMILY_RULES[family].adapters]
+        if refused:
+            raise ValueError(
+                f"adapters are served for the image families only, not {', '.join(refused)}"
+            )
         return value
 
     def fits(self, model: ModelEntry) -> bool:

@@ -6,20 +6,19 @@ inpainting pipelines derived from it with `from_pipe` (the same weights, no seco
 `WarmVideoModel` holds a text-to-video pipeline (Wan). Each job gets its own scheduler and its
 own seeded generators, so nothing one job sets leaks into the next.
 
-How a model runs — device, dtype, attention kernels, channels-last, torch.compile, VAE
-upcast and tiling — is decided by `choose_runtime`, a pure function of the family, the device
-and the settings, and reported by each model's `config`.
+Both run every family the same way and ask the family's class (`worker.families`) for what
+differs. How a model runs — device, dtype, attention, compile — is `worker.runtime`'s choice,
+applied here and reported by each model's `config`.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,20 @@ import torch
 from PIL import Image
 
 from jobs.batching import batch_key
-from jobs.catalog import FAMILY_RULES, ModelEntry
+from jobs.catalog import ModelEntry
 from jobs.protocol import JobType
 from worker import prompts
 from worker.adapters import UnknownAdapter, activate, load_adapters
+from worker.families import Family, family_of
+from worker.families.video import Video
 from worker.imaging import Canvas
+from worker.runtime import (
+    Device,
+    Runtime,
+    choose_runtime,
+    resolve_device,
+    xformers_importable,
+)
 from worker.schedulers import make_scheduler
 from worker.settings import VAE_TILING_PIXELS_DEFAULT
 
@@ -39,133 +47,6 @@ log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int], None]
 """Called after each denoising step with (steps done, total steps)."""
-
-UNET_FAMILIES = ("sd1", "sdxl")
-"""Families whose denoiser is a convolutional UNet (channels-last pays off on CUDA)."""
-
-
-# -- the runtime: how a model runs on its device -------------------------------------------
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """How one model runs. Chosen by `choose_runtime`; what was applied is `model.config`."""
-
-    family: str
-    device: str
-    """`cpu`, `cuda` or `cuda:N`."""
-    dtype: str
-    """`float32`, `float16` or `bfloat16`: the weights and the denoising."""
-    attention: str
-    """`xformers` or `sdpa` (PyTorch's scaled-dot-product attention)."""
-    channels_last: bool
-    """UNet weights and activations in NHWC, which CUDA convolutions run faster."""
-    compile: bool
-    """The UNet or transformer goes through `torch.compile`, warmed up at the native size."""
-    vae_upcast: bool
-    """The VAE decodes in float32 while the rest runs in half precision."""
-    vae_tiling_pixels: int
-    """Outputs above this many pixels decode in tiles, a job's images one at a time (0: never)."""
-
-    @property
-    def is_cuda(self) -> bool:
-        return self.device.split(":")[0] == "cuda"
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]
-
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def choose_runtime(
-    family: str,
-    device: str,
-    dtype_setting: str = "auto",
-    *,
-    attention: str = "auto",
-    xformers_available: bool = False,
-    compile: bool = False,
-    vae_tiling_pixels: int = VAE_TILING_PIXELS_DEFAULT,
-) -> Runtime:
-    """Decide how a model of `family` runs on `device` (`cpu`, `cuda`, `cuda:N`).
-
-    - dtype `auto`: on CUDA, float16 for the UNet families (sd1, sdxl) and bfloat16 for the
-      transformers (sd3, flux, video), which were trained in it and overflow in float16; on
-      the CPU always float32 (half-precision CPU kernels are slow or missing), unless
-      bfloat16 is named.
-    - the VAE decodes in float32 where half precision overflows: SDXL's in float16 (when its
-      config asks for it, as the original does), and Wan's, which its authors run in float32.
-    - attention: xformers on CUDA when it imports (`auto`) or is asked for; PyTorch SDPA
-      otherwise. Asking for xformers on CUDA without it is a configuration error.
-    - channels-last for UNets on CUDA; `torch.compile` only on CUDA.
-    """
-    if family not in FAMILY_RULES:
-        raise ValueError(f"unknown family {family!r}")
-    if dtype_setting not in ("auto", *_DTYPES):
-        raise ValueError(f"unknown dtype {dtype_setting!r}")
-    if attention not in ("auto", "xformers", "sdpa"):
-        raise ValueError(f"unknown attention {attention!r}")
-    cuda = device.split(":")[0] == "cuda"
-    if not cuda:
-        dtype = "bfloat16" if dtype_setting == "bfloat16" else "float32"
-    elif dtype_setting == "auto":
-        dtype = FAMILY_RULES[family].dtype_cuda
-    else:
-        dtype = dtype_setting
-    if cuda and attention == "xformers" and not xformers_available:
-        raise ValueError(
-            "attention is xformers but xformers does not import: install the cuda extra "
-            "(pip install '.[cuda]') or set LATENTQ_ATTENTION=auto or sdpa"
-        )
-    half = dtype != "float32"
-    return Runtime(
-        family=family,
-        device=device,
-        dtype=dtype,
-        attention="xformers" if cuda and attention != "sdpa" and xformers_available else "sdpa",
-        channels_last=cuda and family in UNET_FAMILIES,
-        compile=cuda and compile,
-        vae_upcast=cuda and half and family in ("sdxl", "video"),
-        vae_tiling_pixels=vae_tiling_pixels,
-    )
-
-
-def xformers_importable() -> bool:
-    """Whether `import xformers.ops` works (it can be installed yet broken for this torch)."""
-    try:
-        importlib.import_module("xformers.ops")
-    except Exception:
-        return False
-    return True
-
-
-def resolve_device(requested: str) -> str:
-    """`auto` → `cuda` when a GPU is there, else `cpu`; anything else as given (checked)."""
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    torch.device(requested)  # raises for a name torch does not know
-    return requested
-
-
-@dataclass(frozen=True)
-class Device:
-    """Where a model runs, in torch's terms."""
-
-    torch_device: torch.device
-    dtype: torch.dtype
-    attention: str
-
-    @property
-    def is_cuda(self) -> bool:
-        return self.torch_device.type == "cuda"
-
-
-def pick_device(requested: str, dtype_name: str, family: str = "sd1") -> Device:
-    """The device and dtype `choose_runtime` picks (with SDPA attention)."""
-    runtime = choose_runtime(family, resolve_device(requested), dtype_name, attention="sdpa")
-    return Device(torch.device(runtime.device), runtime.torch_dtype, runtime.attention)
 
 
 def load_model(
@@ -202,6 +83,7 @@ class _Warm:
     """The runtime, applied to a loaded pipeline, and what the worker reports about it."""
 
     entry: ModelEntry
+    family: Family
     runtime: Runtime
     device: Device
     attention: str
@@ -210,6 +92,7 @@ class _Warm:
 
     def _setup(self, entry: ModelEntry, runtime: Runtime | Device, attention: str) -> None:
         self.entry = entry
+        self.family = family_of(entry.family)
         if isinstance(runtime, Device):
             runtime = choose_runtime(
                 entry.family,
@@ -225,7 +108,7 @@ class _Warm:
         runtime = self.runtime
         pipe.set_progress_bar_config(disable=True)
         pipe.to(torch.device(runtime.device))
-        denoiser = _denoiser(pipe)
+        denoiser = self.family.denoiser(pipe)
         if runtime.channels_last:
             denoiser.to(memory_format=torch.channels_last)
         self.attention = "sdpa"
@@ -276,13 +159,6 @@ class _Warm:
             torch.cuda.empty_cache()
 
 
-def _denoiser(pipe: Any) -> Any:
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
-    if denoiser is None:
-        raise ValueError(f"{type(pipe).__name__} has neither a unet nor a transformer")
-    return denoiser
-
-
 _CALL_PARAMETERS: dict[type, frozenset[str]] = {}
 """Parameters of each pipeline class's `__call__`, read once rather than on every job."""
 
@@ -323,20 +199,14 @@ class WarmModel(_Warm):
         attention: str = "auto",
         adapters: Sequence[tuple[str, Path]] = (),
     ) -> None:
-        from diffusers import (
-            AutoPipelineForImage2Image,
-            AutoPipelineForInpainting,
-            AutoPipelineForText2Image,
-        )
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
         started = time.perf_counter()
         if entry.is_video:
             raise ValueError(f"model {entry.id} is a video model: load it with WarmVideoModel")
         self._setup(entry, runtime, attention)
         dtype = self.runtime.torch_dtype
-        base = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
-            str(source), dtype=dtype
-        )
+        base = self.family.load(str(source), dtype)
         self._apply(base)
         self.vae_upcast = self.runtime.vae_upcast and bool(
             # SDXL's own VAE config asks for it; a VAE fine-tuned for float16 says it need not.
@@ -346,11 +216,11 @@ class WarmModel(_Warm):
         # Loaded once, on the modules every derived pipeline shares; switched per job.
         load_adapters(base, adapters)
         self.adapters = tuple(adapter_id for adapter_id, _ in adapters)
-        self._chunked = entry.family in prompts.CHUNKED_FAMILIES
+        self._chunked = self.family.token_limit is None
         self._scheduler_config = base.scheduler.config
         self._schedulers: dict[str, Any] = {}
         self._flow = entry.rules.flow_matching
-        self.size_multiple = _image_size_multiple(entry.family, base)
+        self.size_multiple = self.family.size_multiple(base)
         self.restyler = None
         if JobType.IMG2IMG in entry.tasks:
             # from_pipe casts the shared modules to `dtype`, float32 unless told: name
@@ -425,11 +295,7 @@ class WarmModel(_Warm):
         size = self._run_size(*image.size)
         if size != image.size:
             image = image.resize(size, Image.Resampling.LANCZOS)
-        images: Any = image
-        if self.entry.family == "sd3" and params.n > 1:
-            # SD3's img2img encodes image i with generator i and has no copies of a single
-            # image to give the others: hand it one per output.
-            images = [image] * params.n
+        images = self.family.img2img_images(image, params.n)
         return self._call(
             pipe, params, on_step, decode_fp32, size=size, image=images, strength=params.strength
         )
@@ -481,15 +347,8 @@ class WarmModel(_Warm):
         return (*key, max(prompts.chunk_count(self.base, text) for text in texts))
 
     def _text_kwargs(self, prompt: Any, negative: Any) -> dict[str, Any]:
-        """The prompt arguments of this family's pipelines. SDXL's second prompt defaults to
-        the first; Flux (guidance-distilled) takes no negative prompt, and its guidance scale
-        is an input of the transformer rather than a second pass."""
-        kwargs: dict[str, Any] = {"prompt": prompt}
-        if self.entry.family != "flux":
-            kwargs["negative_prompt"] = negative
-        if self.entry.max_sequence_length is not None:
-            kwargs["max_sequence_length"] = self.entry.max_sequence_length
-        return kwargs
+        """The prompt arguments of this family's pipelines, as text."""
+        return self.family.text_kwargs(prompt, negative, self.entry.max_sequence_length)
 
     def _call(
         self,
@@ -551,9 +410,8 @@ class WarmModel(_Warm):
             return self._text_kwargs(prompt, negative)
         rows = prompt if isinstance(prompt, list) else [prompt]
         negatives = negative if isinstance(negative, list) else [negative] * len(rows)
-        return prompts.encode(
+        return self.family.encode_prompts(
             pipe,
-            self.entry.family,
             rows,
             [text or None for text in negatives],
             self.device.torch_device,
@@ -564,47 +422,21 @@ class WarmModel(_Warm):
         self, pipe: Any, latents: torch.Tensor, width: int, height: int
     ) -> list[Image.Image]:
         """Decode with the VAE in float32: the cure for a half-precision VAE that overflowed
-        into NaN (black) images. Undoes what each family does to its latents: Flux packs them
-        in 2x2 patches; SD3 and Flux shift them; an SDXL VAE may normalise them."""
+        into NaN (black) images. The family undoes what its pipelines do to their latents
+        (Flux packs them in 2x2 patches; SD3 and Flux shift them; an SDXL VAE may normalise
+        them)."""
         vae = pipe.vae
         dtype = vae.dtype
         if dtype != torch.float32:
             vae.to(torch.float32)
         try:
-            latents = latents.to(torch.float32)
-            if self.entry.family == "flux":
-                latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
-            config = vae.config
-            mean, std = config.get("latents_mean"), config.get("latents_std")
-            if mean is not None and std is not None:
-                shape = (1, len(mean), 1, 1)
-                mean_t = torch.tensor(mean).view(shape).to(latents.device)
-                std_t = torch.tensor(std).view(shape).to(latents.device)
-                latents = latents * std_t / config.scaling_factor + mean_t
-            else:
-                shift = config.get("shift_factor") or 0.0
-                if type(pipe).__name__ == "StableDiffusion3InpaintPipeline":
-                    # Its own decode leaves the shift out (diffusers 0.42): decode as it
-                    # does, so that a float32 re-run gives the image the job would have had.
-                    shift = 0.0
-                latents = latents / config.scaling_factor + shift
+            latents = self.family.vae_latents(pipe, latents.to(torch.float32), width, height)
             decoded = vae.decode(latents, return_dict=False)[0]
         finally:
             if dtype != torch.float32:
                 vae.to(dtype)
         images: list[Image.Image] = pipe.image_processor.postprocess(decoded, output_type="pil")
         return images
-
-
-def _image_size_multiple(family: str, pipe: Any) -> int:
-    """Sides a pipeline takes: the VAE's factor, times the transformer's patch (SD3) or
-    Flux's 2x2 latent packing."""
-    scale = int(pipe.vae_scale_factor)
-    if family == "flux":
-        return scale * 2
-    if family == "sd3":
-        return scale * int(pipe.transformer.config.patch_size)
-    return scale
 
 
 # -- video models ---------------------------------------------------------------------------
@@ -620,18 +452,15 @@ class WarmVideoModel(_Warm):
         runtime: Runtime | Device,
         attention: str = "auto",
     ) -> None:
-        from diffusers import DiffusionPipeline
-
         started = time.perf_counter()
         self._setup(entry, runtime, attention)
-        pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-            str(source), dtype=self.runtime.torch_dtype
-        )
-        if not hasattr(pipe, "vae_scale_factor_temporal") or not _accepts(pipe, "num_frames"):
-            raise ValueError(
-                f"model {entry.id}: {source} holds a {type(pipe).__name__}, not a "
-                "text-to-video pipeline of the video family (Wan)"
-            )
+        if not isinstance(self.family, Video):
+            raise ValueError(f"model {entry.id} is not a video model: load it with WarmModel")
+        self.video = self.family
+        try:
+            pipe = self.video.load(str(source), self.runtime.torch_dtype)
+        except ValueError as exc:
+            raise ValueError(f"model {entry.id}: {exc}") from exc
         self._apply(pipe)
         self.vae_upcast = self.runtime.vae_upcast
         if self.vae_upcast:
@@ -639,9 +468,8 @@ class WarmVideoModel(_Warm):
             pipe.vae.to(torch.float32)
         self.pipe = pipe
         self._scheduler_config = pipe.scheduler.config
-        self.frame_multiple = int(pipe.vae_scale_factor_temporal)
-        patch = pipe.transformer.config.patch_size
-        self.size_multiple = max(16, int(pipe.vae_scale_factor_spatial) * int(patch[1]))
+        self.frame_multiple = self.video.frame_multiple(pipe)
+        self.size_multiple = self.video.size_multiple(pipe)
         self._warm_up()
         self.load_s = time.perf_counter() - started
 
@@ -672,10 +500,7 @@ class WarmVideoModel(_Warm):
         return _round_up(width, self.size_multiple), _round_up(height, self.size_multiple)
 
     def _text_kwargs(self, prompt: Any, negative: Any) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative}
-        if self.entry.max_sequence_length is not None:
-            kwargs["max_sequence_length"] = self.entry.max_sequence_length
-        return kwargs
+        return self.family.text_kwargs(prompt, negative, self.entry.max_sequence_length)
 
     def txt2video(
         self, params: Any, on_step: StepCallback, decode_fp32: bool = False
@@ -703,7 +528,7 @@ class WarmVideoModel(_Warm):
                 output_type="latent" if decode_fp32 else "pil",
             )
             videos: list[list[Image.Image]] = (
-                self._decode_fp32(result.frames) if decode_fp32 else result.frames
+                self._decode_fp32(result.frames, width, height) if decode_fp32 else result.frames
             )
         wanted = (params.width, params.height)
         return [
@@ -714,18 +539,17 @@ class WarmVideoModel(_Warm):
             for video in videos
         ]
 
-    def _decode_fp32(self, latents: torch.Tensor) -> list[list[Image.Image]]:
+    def _decode_fp32(
+        self, latents: torch.Tensor, width: int, height: int
+    ) -> list[list[Image.Image]]:
         """Decode with the VAE in float32 (as the pipeline does, latents un-normalised)."""
         vae = self.pipe.vae
         dtype = vae.dtype
         if dtype != torch.float32:
             vae.to(torch.float32)
         try:
-            latents = latents.to(torch.float32)
-            shape = (1, vae.config.z_dim, 1, 1, 1)
-            mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device)
-            std = torch.tensor(vae.config.latents_std).view(shape).to(latents.device)
-            decoded = vae.decode(latents * std + mean, return_dict=False)[0]
+            latents = self.video.vae_latents(self.pipe, latents.to(torch.float32), width, height)
+            decoded = vae.decode(latents, return_dict=False)[0]
         finally:
             if dtype != torch.float32:
                 vae.to(dtype)

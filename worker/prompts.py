@@ -1,16 +1,18 @@
 """Long prompts for the CLIP-only families (SD 1.x, SDXL): encoded in chunks, never cut at 77.
 
 A CLIP text encoder reads 77 tokens: a start token, 75 of text, an end token. diffusers'
-SD 1.x and SDXL pipelines cut longer prompts there (with a log line, nothing else). `encode`
-instead splits the prompt's tokens into chunks of 75, wraps each in start/end tokens, pads
-it to 77, encodes every chunk and joins the results along the sequence axis: a 200-token
-prompt becomes 3 chunks, 231 embedding positions. The UNet's cross-attention takes any
-length. Positive and negative prompts, and every prompt of a batch, are padded with empty
+SD 1.x and SDXL pipelines cut longer prompts there (with a log line, nothing else). The
+encoders here instead split the prompt's tokens into chunks of 75, wrap each in start/end
+tokens, pad it to 77, encode every chunk and join the results along the sequence axis: a
+200-token prompt becomes 3 chunks, 231 embedding positions. The UNet's cross-attention takes
+any length. Positive and negative prompts, and every prompt of a batch, are padded with empty
 chunks to the same count (the embeddings of a batch are one tensor). A prompt of up to 75
 tokens gives exactly the embeddings of the pipeline's own ``encode_prompt``.
 
-`encode` returns keyword arguments that replace ``prompt`` / ``negative_prompt`` in the
-pipeline call (text-to-image, img2img and inpainting pipelines take the same ones).
+`encode_one` (one CLIP encoder, SD 1.x) and `encode_pair` (two, SDXL) return keyword
+arguments that replace ``prompt`` / ``negative_prompt`` in the pipeline call (text-to-image,
+img2img and inpainting pipelines take the same ones). Which one a model uses is its family's
+choice (`worker.families`).
 
 With ``weighting=True``, the emphasis syntax of the A1111 web UI is read: ``(red:1.3)``
 scales the tokens of "red" by 1.3, ``(red)`` by 1.1, ``[red]`` by 1/1.1, brackets nest, and
@@ -25,7 +27,8 @@ is deprecated. Its default SD 1.x and SDXL modes do match ``encode_prompt`` for 
 Families with a T5 encoder need no chunking: SD3 and Flux pass the prompt to T5 with
 ``max_sequence_length`` tokens (diffusers' defaults: 256 for SD3, 512 for Flux; 512 at most)
 and to their CLIP encoders cut at 77, which only give the pooled vector (and, in SD3, the
-first 77 positions). Wan video reads 512 UMT5 tokens. `token_limit` says which limit holds.
+first 77 positions). Wan video reads 512 UMT5 tokens. A family's ``token_limit`` says which
+limit holds.
 """
 
 from __future__ import annotations
@@ -40,27 +43,8 @@ import torch
 CHUNK_TOKENS = 75
 """Text tokens per CLIP chunk: the encoder's 77 positions less the start and end tokens."""
 
-T5_TOKEN_LIMITS = {"sd3": 256, "flux": 512, "video": 512}
-"""diffusers' default ``max_sequence_length`` for each T5-family pipeline (text beyond it is
-cut). SD3 and Flux accept up to 512 when a caller passes it."""
-
-CHUNKED_FAMILIES = frozenset({"sd1", "sdxl"})
-"""Families whose prompts `encode` takes: CLIP encoders only."""
-
 EMPHASIS = 1.1
 """The factor of one pair of ``()`` (and the divisor of ``[]``) with ``weighting=True``."""
-
-
-def token_limit(family: str) -> int | None:
-    """Tokens of a prompt the family's pipeline reads; None where `encode` lifts the limit.
-
-    For the T5 families the count is in T5 tokens, and their CLIP part still stops at 77.
-    """
-    if family in CHUNKED_FAMILIES:
-        return None
-    if family in T5_TOKEN_LIMITS:
-        return T5_TOKEN_LIMITS[family]
-    raise ValueError(f"unknown model family {family!r}")
 
 
 def chunk_count(pipe: Any, prompt: str, *, weighting: bool = False) -> int:
@@ -73,9 +57,8 @@ def chunk_count(pipe: Any, prompt: str, *, weighting: bool = False) -> int:
     return max(_chunks_for(len(_tokens(tok, prompt, weighting)[0])) for tok in _tokenizers(pipe))
 
 
-def encode(
+def encode_one(
     pipe: Any,
-    family: str,
     prompts: Sequence[str],
     negatives: Sequence[str | None],
     device: torch.device | str,
@@ -83,20 +66,58 @@ def encode(
     guidance_scale: float,
     weighting: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Encode one prompt per batch row, chunked, into the pipeline's embedding arguments.
+    """Encode one prompt per batch row, chunked, with a pipeline's one CLIP encoder (SD 1.x):
+    ``prompt_embeds`` (and ``negative_prompt_embeds``).
 
     `negatives` has one entry per prompt; None is "no negative prompt", encoded as the
-    pipeline would: the empty prompt, or zeros for SDXL models that ask for them
-    (``force_zeros_for_empty_prompt``). When the pipeline runs without classifier-free
-    guidance (``guidance_scale <= 1``, or a guidance-distilled UNet) no negative embeddings
-    are made. Returns ``prompt_embeds`` (and ``negative_prompt_embeds``), plus for SDXL
-    ``pooled_prompt_embeds`` (and ``negative_pooled_prompt_embeds``), taken from the first
-    chunk of the second encoder. The pipeline repeats them for ``num_images_per_prompt``.
+    pipeline would: the empty prompt. When the pipeline runs without classifier-free guidance
+    (``guidance_scale <= 1``, or a guidance-distilled UNet) no negative embeddings are made.
+    The pipeline repeats the embeddings for ``num_images_per_prompt``.
 
     Call it after the job's adapters are activated: text-encoder LoRA layers act here.
     """
-    if family not in CHUNKED_FAMILIES:
-        raise ValueError(f"encode is for {', '.join(sorted(CHUNKED_FAMILIES))}, not {family!r}")
+    use_negatives, chunks = _plan(pipe, prompts, negatives, guidance_scale, weighting)
+    encoder = pipe.text_encoder
+    # The pipeline's own default: no negative prompt is the empty prompt.
+    rows = {"prompt_embeds": list(prompts)}
+    if use_negatives:
+        rows["negative_prompt_embeds"] = [n if n is not None else "" for n in negatives]
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for key, texts in rows.items():
+            hidden, _ = _encode_rows(pipe.tokenizer, encoder, texts, chunks, weighting, False)
+            out[key] = hidden.to(dtype=encoder.dtype, device=device)
+    return out
+
+
+def encode_pair(
+    pipe: Any,
+    prompts: Sequence[str],
+    negatives: Sequence[str | None],
+    device: torch.device | str,
+    *,
+    guidance_scale: float,
+    weighting: bool = False,
+) -> dict[str, torch.Tensor]:
+    """As `encode_one`, with a pipeline's two CLIP encoders side by side (SDXL): also
+    ``pooled_prompt_embeds`` (and ``negative_pooled_prompt_embeds``), taken from the first
+    chunk of the second encoder. No negative prompt is zeros for models that ask for them
+    (``force_zeros_for_empty_prompt``), else the empty prompt."""
+    use_negatives, chunks = _plan(pipe, prompts, negatives, guidance_scale, weighting)
+    if pipe.text_encoder is None:
+        raise ValueError("SDXL models without the first text encoder (refiners) are not supported")
+    with torch.no_grad():
+        return _encode_pair(pipe, prompts, negatives, device, chunks, use_negatives, weighting)
+
+
+def _plan(
+    pipe: Any,
+    prompts: Sequence[str],
+    negatives: Sequence[str | None],
+    guidance_scale: float,
+    weighting: bool,
+) -> tuple[bool, int]:
+    """Whether negative embeddings are made, and the chunk count every row is padded to."""
     if len(prompts) != len(negatives):
         raise ValueError(f"{len(prompts)} prompts but {len(negatives)} negative prompts")
     if not prompts:
@@ -105,17 +126,10 @@ def encode(
     texts = list(prompts)
     if use_negatives:
         texts += [negative for negative in negatives if negative is not None]
-    chunks = max(chunk_count(pipe, text, weighting=weighting) for text in texts)
-    with torch.no_grad():
-        if family == "sd1":
-            return _encode_sd1(pipe, prompts, negatives, device, chunks, use_negatives, weighting)
-        return _encode_sdxl(pipe, prompts, negatives, device, chunks, use_negatives, weighting)
+    return use_negatives, max(chunk_count(pipe, text, weighting=weighting) for text in texts)
 
 
-# -- the two families -------------------------------------------------------------------
-
-
-def _encode_sd1(
+def _encode_pair(
     pipe: Any,
     prompts: Sequence[str],
     negatives: Sequence[str | None],
@@ -124,29 +138,6 @@ def _encode_sd1(
     use_negatives: bool,
     weighting: bool,
 ) -> dict[str, torch.Tensor]:
-    encoder = pipe.text_encoder
-    # The pipeline's own default: no negative prompt is the empty prompt.
-    rows = {"prompt_embeds": list(prompts)}
-    if use_negatives:
-        rows["negative_prompt_embeds"] = [n if n is not None else "" for n in negatives]
-    out: dict[str, torch.Tensor] = {}
-    for key, texts in rows.items():
-        hidden, _ = _encode_rows(pipe.tokenizer, encoder, texts, chunks, weighting, False)
-        out[key] = hidden.to(dtype=encoder.dtype, device=device)
-    return out
-
-
-def _encode_sdxl(
-    pipe: Any,
-    prompts: Sequence[str],
-    negatives: Sequence[str | None],
-    device: torch.device | str,
-    chunks: int,
-    use_negatives: bool,
-    weighting: bool,
-) -> dict[str, torch.Tensor]:
-    if pipe.text_encoder is None:
-        raise ValueError("SDXL models without the first text encoder (refiners) are not supported")
     dtype = pipe.text_encoder_2.dtype
     out: dict[str, torch.Tensor] = {}
     hidden, pooled = _encode_sdxl_rows(pipe, list(prompts), chunks, weighting)

@@ -119,7 +119,8 @@ def test_classifiers() -> None:
 
 def test_decoding_in_float32_gives_the_same_image(tiny_model: Path) -> None:
     from jobs.catalog import ModelEntry
-    from worker.pipelines import WarmModel, pick_device
+    from worker.pipelines import WarmModel
+    from worker.runtime import pick_device
 
     entry = ModelEntry(id="tiny", source=str(tiny_model), family="sd1")
     model = WarmModel(entry, tiny_model, pick_device("cpu", "auto"))

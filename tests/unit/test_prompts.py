@@ -10,13 +10,8 @@ import pytest
 import torch
 
 from tests.unit.tiny_pipelines import load, model_dir, run
-from worker.prompts import (
-    CHUNK_TOKENS,
-    chunk_count,
-    encode,
-    parse_emphasis,
-    token_limit,
-)
+from worker.families import encode, token_limit
+from worker.prompts import CHUNK_TOKENS, chunk_count, parse_emphasis
 
 # 200 tokens with the tiny CLIP vocabulary: "w" and a digit, each a token.
 LONG = " ".join(f"w{i % 10}" for i in range(100))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.catalog import FAMILIES
-from worker.pipelines import choose_runtime, pick_device, xformers_importable
+from worker.runtime import choose_runtime, pick_device, xformers_importable
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -1,0 +1,68 @@
+"""The model families, one class each, in one table.
+
+`family_of` gives the class of a catalogue entry's ``family``; the warm models, the runtime
+choice and the prompt encoders ask it, and compare no family names themselves. The API's
+side of a family (its tasks, schedulers, defaults) is its `FamilyRules` in `jobs.catalog`,
+which the API reads without importing the worker; `FAMILIES` has exactly those names.
+
+Adding a family: a module here with its class (override what differs from `BaseFamily`), a
+line in `FAMILIES`, its `FamilyRules`, and its tiny builder in `worker.demo_model`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from jobs.catalog import FAMILY_RULES
+from worker.families.base import BaseFamily, Family
+from worker.families.flux import Flux
+from worker.families.sd1 import SD1
+from worker.families.sd3 import SD3
+from worker.families.sdxl import SDXL
+from worker.families.video import Video
+
+__all__ = ["FAMILIES", "BaseFamily", "Family", "encode", "family_of", "token_limit"]
+
+FAMILIES: dict[str, Family] = {
+    family.name: family for family in (SD1(), SDXL(), SD3(), Flux(), Video())
+}
+"""Every family, by the catalogue's name for it, in the catalogue's order."""
+
+if tuple(FAMILIES) != tuple(FAMILY_RULES):
+    raise RuntimeError(
+        f"worker families {tuple(FAMILIES)} differ from the catalogue's {tuple(FAMILY_RULES)}"
+    )
+
+
+def family_of(name: str) -> Family:
+    """The class of family `name`; ValueError for a name no family has."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}") from None
+
+
+def token_limit(family: str) -> int | None:
+    """Tokens of a prompt the family's pipelines read; None where the worker lifts the limit
+    by encoding prompts in chunks. For the T5 families the count is in T5 tokens, and their
+    CLIP part still stops at 77."""
+    return family_of(family).token_limit
+
+
+def encode(
+    pipe: Any,
+    family: str,
+    prompts: list[str],
+    negatives: list[str | None],
+    device: torch.device | str,
+    *,
+    guidance_scale: float,
+    weighting: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Encode one prompt per batch row, in chunks, as family `family` does for its pipelines
+    (`Family.encode_prompts`); ValueError for a family that reads its prompts itself."""
+    return family_of(family).encode_prompts(
+        pipe, prompts, negatives, device, guidance_scale=guidance_scale, weighting=weighting
+    )

@@ -3,8 +3,10 @@
     python -m worker.shapes.lora MODEL OUT.safetensors [--steps N] [--work DIR]
 
 The trained pipeline at MODEL stays frozen; rank-4 LoRA layers on the UNet's attention
-projections learn the outlined scenes (the same labels and captions, the shapes drawn as
-rings), so that a job naming the adapter draws rings and one without it draws filled shapes.
+projections and on its residual blocks' convolutions (the 16×16 level, where an outline's
+width is decided, has no attention) learn the outlined scenes (the same labels and captions,
+the shapes drawn as rings), so that a job naming the adapter draws rings and one without it
+draws filled shapes.
 Saved in diffusers' LoRA format (``save_lora_weights``), as any adapter of the catalogue.
 """
 
@@ -23,6 +25,9 @@ from worker.shapes.scenes import caption, scenes
 from worker.shapes.train import SEED, Captions, _images, log
 
 ADAPTER = "outline"
+TARGETS = (*DENOISER_TARGETS, "conv1", "conv2")
+"""Attention projections and the residual blocks' 3×3 convolutions, which diffusers' LoRA
+loader adapts too (``load_lora_weights`` takes convolution layers of a UNet)."""
 
 
 def encode(pipe: Any, count: int) -> tuple[list[Any], Any, Any]:
@@ -54,7 +59,7 @@ def train(
     scale = pipe.vae.config.scaling_factor
     labels, mean, std = encode(pipe, count)
     log(f"encoded {count} outlined scenes")
-    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(DENOISER_TARGETS))
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(TARGETS))
     unet = inject_adapter_in_model(config, pipe.unet, adapter_name=ADAPTER)
     trained = [p for name, p in unet.named_parameters() if "lora_" in name]
     for parameter in trained:

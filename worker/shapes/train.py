@@ -450,6 +450,10 @@ def train_unet(
         ema_unet.load_state_dict(state["ema_unet"])
         ema_text.load_state_dict(state["ema_text"])
         optimizer.load_state_dict(state["optimizer"])
+        # The checkpoint's groups carry the rates of the run that wrote it; the ones given now
+        # win, so that a longer run resumed from it may continue at a lower rate.
+        for group, base_lr in zip(optimizer.param_groups, (lr, text_lr), strict=True):
+            group["base_lr"] = base_lr
         step = state["step"]
         log(f"resumed at step {step}")
 

@@ -89,7 +89,7 @@ quality: install
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy jobs app client/latentq_client deploy/local/supervise.py
+	$(BIN)/mypy jobs app worker bench client/latentq_client deploy/local/supervise.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -96,7 +96,8 @@ class Model:
     def txt2img(self, text: str, seed: int, **fields: Any) -> Image.Image:
         width, height = self.entry.native_size
         params = self.params("txt2img", text, seed, width=width, height=height, **fields)
-        return self.warm.txt2img(params, _nothing)[0]
+        image: Image.Image = self.warm.txt2img(params, _nothing)[0]
+        return image
 
 
 def _rate(hits: list[dict[str, bool]]) -> dict[str, float]:
@@ -134,13 +135,9 @@ def mask_for(scene: Scene) -> Image.Image:
     cx, cy, r = shape_box(scene.shapes[0], scene.offsets[0])
     margin = r * 0.35 + 6
     mask = Image.new("L", (SIZE, SIZE), 0)
-    mask.paste(
-        255,
-        tuple(
-            round(v)
-            for v in (cx - r - margin, cy - r - margin, cx + r + margin + 1, cy + r + margin + 1)
-        ),
-    )
+    left, top = round(cx - r - margin), round(cy - r - margin)
+    right, bottom = round(cx + r + margin + 1), round(cy + r + margin + 1)
+    mask.paste(255, (left, top, right, bottom))
     return mask
 
 

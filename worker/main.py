@@ -132,7 +132,7 @@ EXIT_DEVICE_BROKEN = 70
 """Exit status of a worker whose device failed beyond repair (EX_SOFTWARE)."""
 
 
-class DrainingWorker(SimpleWorker):
+class DrainingWorker(SimpleWorker):  # type: ignore[misc]
     """RQ's in-process worker, with a grace period on SIGTERM/SIGINT: the running job may
     finish within `grace_s`; past it, the job goes back to the front of its queue and the
     worker exits. No new job is taken either way.

@@ -96,7 +96,8 @@ def _generate(
             mask = _input(storage, record, "mask", "L")
             if mask.size != image.size:
                 raise JobFailed(FailureCode.INVALID_INPUT, "mask and image differ in size")
-            if mask.getextrema()[1] < 128:
+            high = mask.getextrema()[1]  # the brightest value of an "L" image
+            if not isinstance(high, int) or high < 128:
                 raise JobFailed(FailureCode.INVALID_INPUT, "the mask is black: nothing to repaint")
             canvas = inpaint_canvas(image, mask, params.mask_blur)
         else:

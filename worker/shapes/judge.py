@@ -70,7 +70,7 @@ def classify(image: Image.Image | np.ndarray) -> np.ndarray:
     distances = np.linalg.norm(pixels[..., None, :] - _PALETTE, axis=-1)
     labels = distances.argmin(axis=-1)
     labels[distances.min(axis=-1) > FAR] = -1
-    return labels
+    return np.asarray(labels)
 
 
 def _kind(fill: float, aspect: float) -> str:

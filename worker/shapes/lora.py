@@ -52,7 +52,9 @@ def train(
     from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+        str(model_dir), torch_dtype=torch.float32
+    )
     pipe.unet.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
     pipe.vae.requires_grad_(False)

@@ -149,7 +149,7 @@ def new_scheduler() -> Any:
     from diffusers import EulerDiscreteScheduler
 
     scheduler = EulerDiscreteScheduler(**SCHEDULE)  # type: ignore[no-untyped-call]
-    scheduler.register_to_config(**SAVED_FOR_OTHER_SCHEDULERS)
+    scheduler.register_to_config(**SAVED_FOR_OTHER_SCHEDULERS)  # type: ignore[attr-defined]
     return scheduler
 
 

@@ -138,7 +138,9 @@ def scenes(seed: int, count: int, **kwargs: object) -> Iterator[Scene]:
 # -- rendering ------------------------------------------------------------------------------
 
 
-def shape_box(shape: Shape, offset: tuple[float, float] = (0.0, 0.0), side: int = SIZE):
+def shape_box(
+    shape: Shape, offset: tuple[float, float] = (0.0, 0.0), side: int = SIZE
+) -> tuple[float, float, float]:
     """The shape's centre and half extent, in pixels of a ``side``-pixel image."""
     column, row = POSITIONS[shape.position]
     cx = (CELL_CENTRES[column] + offset[0]) * side
@@ -146,7 +148,14 @@ def shape_box(shape: Shape, offset: tuple[float, float] = (0.0, 0.0), side: int 
     return cx, cy, RADIUS[shape.size] * side
 
 
-def _draw(draw: ImageDraw.ImageDraw, shape: Shape, box, fill, background, outline: bool):
+def _draw(
+    draw: ImageDraw.ImageDraw,
+    shape: Shape,
+    box: tuple[float, float, float],
+    fill: tuple[int, int, int],
+    background: tuple[int, int, int],
+    outline: bool,
+) -> None:
     cx, cy, r = box
     if shape.kind == "circle":
         outer = [cx - r, cy - r, cx + r, cy + r]

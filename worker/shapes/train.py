@@ -232,7 +232,7 @@ def encode_scenes(work: Path, vae: Any, count: int) -> dict[str, Any]:
     if path.exists():
         cached = torch.load(path, weights_only=False)
         if cached["count"] == count:
-            return cached
+            return dict(cached)
     labels = list(scenes(SEED, count, two_shapes=0.3))
     means, stds = [], []
     with torch.no_grad():

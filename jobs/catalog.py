@@ -162,6 +162,9 @@ FAMILY_RULES: dict[str, FamilyRules] = {
 """Per family: its tasks, schedulers and defaults. `FAMILIES` lists the same keys."""
 
 _MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_ADAPTER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+"""As a model id, without dots: peft keys each adapter's layers by its id, in module
+dictionaries whose keys may not hold one (the worker would refuse it at load)."""
 _VIDEO_FIELDS = ("max_frames", "default_frames", "default_fps")
 
 
@@ -327,8 +330,11 @@ class AdapterEntry(BaseModel):
     @field_validator("id")
     @classmethod
     def _safe_id(cls, value: str) -> str:
-        if not _MODEL_ID.match(value):
-            raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (at most 64)")
+        if not _ADAPTER_ID.match(value):
+            raise ValueError(
+                "must be lowercase letters, digits, '_' or '-' (at most 64; no dots, which "
+                "LoRA layers cannot be keyed by)"
+            )
         return value
 
     @field_validator("families")

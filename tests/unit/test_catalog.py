@@ -279,6 +279,14 @@ def test_bad_adapters_are_refused(adapter: dict[str, object], message: str) -> N
         adapters_catalog(adapter)
 
 
+def test_adapter_ids_the_worker_would_refuse_are_refused_in_the_catalogue() -> None:
+    # A dot is fine in a model id, not in an adapter's: peft keys the LoRA layers by it, and
+    # the worker refuses it at load (worker.adapters), so the catalogue does first.
+    with pytest.raises(ValueError, match="no dots"):
+        adapters_catalog({"id": "style.v2", "source": "/a", "families": ["sd1"]})
+    assert adapters_catalog({"id": "style_v2-b", "source": "/a", "families": ["sd1"]})
+
+
 def test_adapter_ids_are_unique() -> None:
     entry = {"id": "a", "source": "/a", "families": ["sd1"]}
     with pytest.raises(ValueError, match="unique"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Generator, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -27,6 +27,9 @@ from latentq_client.sse import Event, SSEDecoder
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+R = TypeVar("R")
+"""What a client's job-type methods return: a `Job`, or a coroutine of an `AsyncJob`."""
 
 
 class _Base:
@@ -105,49 +108,13 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-class Client(_Base):
-    """A synchronous client. `api_key` defaults to the environment's `LATENTQ_API_KEY`."""
+class _JobTypes(Generic[R]):
+    """The job-type methods, written once for both clients: each builds its request and
+    hands it to the client's `_submit`, which gives a `Job` (`Client`) or a coroutine of an
+    `AsyncJob` to await (`AsyncClient`)."""
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_URL,
-        api_key: str | None = None,
-        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
-        *,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(base_url, api_key, timeout, headers)
-        self._http = httpx.Client(
-            base_url=self.base_url, headers=self._headers, timeout=self.timeout, transport=transport
-        )
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
-    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
-            raise _connection_error(exc, self.base_url + url) from exc
-        return _check(response)
-
-    def _submit(self, submit: Submit) -> Job:
-        response = self._request(
-            "POST", "/v1/jobs", timeout=self._submit_timeout(submit), **submit.httpx_kwargs()
-        )
-        return Job(_json_object(response), self)
+    def _submit(self, submit: Submit) -> R:
+        raise NotImplementedError
 
     def generate(
         self,
@@ -168,7 +135,7 @@ class Client(_Base):
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
-    ) -> Job:
+    ) -> R:
         """Submit a text-to-image job. `wait=N` asks the server to hold the answer up to N s.
 
         `loras` applies adapters of the catalogue to this job: `{"pixel-art": 0.8}`,
@@ -216,7 +183,7 @@ class Client(_Base):
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
-    ) -> Job:
+    ) -> R:
         """Submit an image-to-image job: restyle `image`, `strength` of the way (0–1)."""
         return self._submit(
             build_submit(
@@ -261,7 +228,7 @@ class Client(_Base):
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
-    ) -> Job:
+    ) -> R:
         """Submit an inpainting job: white in `mask` is repainted, black kept."""
         return self._submit(
             build_submit(
@@ -310,7 +277,7 @@ class Client(_Base):
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
-    ) -> Job:
+    ) -> R:
         """Submit an outpainting job that grows the canvas by the given pixels on each side."""
         return self._submit(
             build_submit(
@@ -356,7 +323,7 @@ class Client(_Base):
         wait: int | None = None,
         idempotency_key: str | None = None,
         **extra: Any,
-    ) -> Job:
+    ) -> R:
         """Submit a text-to-video job; each of the `n` clips is an MP4 with an animated WebP.
 
         `num_frames` and `fps` default to the model's (see `models()`).
@@ -383,6 +350,51 @@ class Client(_Base):
                 **extra,
             )
         )
+
+
+class Client(_Base, _JobTypes[Job]):
+    """A synchronous client. `api_key` defaults to the environment's `LATENTQ_API_KEY`."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        *,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout, headers)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=self._headers, timeout=self.timeout, transport=transport
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise _connection_error(exc, self.base_url + url) from exc
+        return _check(response)
+
+    def _submit(self, submit: Submit) -> Job:
+        response = self._request(
+            "POST", "/v1/jobs", timeout=self._submit_timeout(submit), **submit.httpx_kwargs()
+        )
+        return Job(_json_object(response), self)
 
     def get(self, job_id: str) -> Job:
         return Job(_json_object(self._request("GET", _job_path(job_id))), self)
@@ -465,7 +477,7 @@ class Client(_Base):
         return _check(response).content
 
 
-class AsyncClient(_Base):
+class AsyncClient(_Base, _JobTypes[Coroutine[Any, Any, AsyncJob]]):
     """The asynchronous twin of `Client`: the same methods, as coroutines."""
 
     def __init__(
@@ -508,233 +520,6 @@ class AsyncClient(_Base):
             "POST", "/v1/jobs", timeout=self._submit_timeout(submit), **submit.httpx_kwargs()
         )
         return AsyncJob(_json_object(response), self)
-
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        model: str | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        scheduler: str | None = None,
-        seed: int | None = None,
-        n: int | None = 1,
-        negative_prompt: str | None = None,
-        output_format: str | None = None,
-        priority: str | None = None,
-        loras: LoraInput | None = None,
-        wait: int | None = None,
-        idempotency_key: str | None = None,
-        **extra: Any,
-    ) -> AsyncJob:
-        """As `Client.generate`."""
-        return await self._submit(
-            build_submit(
-                "txt2img",
-                prompt,
-                wait=wait,
-                idempotency_key=idempotency_key,
-                model=model,
-                width=width,
-                height=height,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                scheduler=scheduler,
-                seed=seed,
-                n=n,
-                negative_prompt=negative_prompt,
-                output_format=output_format,
-                priority=priority,
-                loras=loras,
-                **extra,
-            )
-        )
-
-    async def img2img(
-        self,
-        prompt: str,
-        image: ImageInput,
-        *,
-        strength: float | None = None,
-        model: str | None = None,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        scheduler: str | None = None,
-        seed: int | None = None,
-        n: int | None = 1,
-        negative_prompt: str | None = None,
-        output_format: str | None = None,
-        priority: str | None = None,
-        loras: LoraInput | None = None,
-        wait: int | None = None,
-        idempotency_key: str | None = None,
-        **extra: Any,
-    ) -> AsyncJob:
-        """Submit an image-to-image job: restyle `image`, `strength` of the way (0–1)."""
-        return await self._submit(
-            build_submit(
-                "img2img",
-                prompt,
-                images={"image": image},
-                wait=wait,
-                idempotency_key=idempotency_key,
-                strength=strength,
-                model=model,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                scheduler=scheduler,
-                seed=seed,
-                n=n,
-                negative_prompt=negative_prompt,
-                output_format=output_format,
-                priority=priority,
-                loras=loras,
-                **extra,
-            )
-        )
-
-    async def inpaint(
-        self,
-        prompt: str,
-        image: ImageInput,
-        mask: ImageInput,
-        *,
-        strength: float | None = None,
-        mask_blur: int | None = None,
-        model: str | None = None,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        scheduler: str | None = None,
-        seed: int | None = None,
-        n: int | None = 1,
-        negative_prompt: str | None = None,
-        output_format: str | None = None,
-        priority: str | None = None,
-        loras: LoraInput | None = None,
-        wait: int | None = None,
-        idempotency_key: str | None = None,
-        **extra: Any,
-    ) -> AsyncJob:
-        """As `Client.inpaint`."""
-        return await self._submit(
-            build_submit(
-                "inpaint",
-                prompt,
-                images={"image": image, "mask": mask},
-                wait=wait,
-                idempotency_key=idempotency_key,
-                strength=strength,
-                mask_blur=mask_blur,
-                model=model,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                scheduler=scheduler,
-                seed=seed,
-                n=n,
-                negative_prompt=negative_prompt,
-                output_format=output_format,
-                priority=priority,
-                loras=loras,
-                **extra,
-            )
-        )
-
-    async def outpaint(
-        self,
-        prompt: str,
-        image: ImageInput,
-        *,
-        left: int = 0,
-        right: int = 0,
-        top: int = 0,
-        bottom: int = 0,
-        strength: float | None = None,
-        mask_blur: int | None = None,
-        model: str | None = None,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        scheduler: str | None = None,
-        seed: int | None = None,
-        n: int | None = 1,
-        negative_prompt: str | None = None,
-        output_format: str | None = None,
-        priority: str | None = None,
-        loras: LoraInput | None = None,
-        wait: int | None = None,
-        idempotency_key: str | None = None,
-        **extra: Any,
-    ) -> AsyncJob:
-        """As `Client.outpaint`."""
-        return await self._submit(
-            build_submit(
-                "outpaint",
-                prompt,
-                images={"image": image},
-                wait=wait,
-                idempotency_key=idempotency_key,
-                outpaint=padding(left, right, top, bottom),
-                strength=strength,
-                mask_blur=mask_blur,
-                model=model,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                scheduler=scheduler,
-                seed=seed,
-                n=n,
-                negative_prompt=negative_prompt,
-                output_format=output_format,
-                priority=priority,
-                loras=loras,
-                **extra,
-            )
-        )
-
-    async def video(
-        self,
-        prompt: str,
-        *,
-        num_frames: int | None = None,
-        fps: int | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        model: str | None = None,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        scheduler: str | None = None,
-        seed: int | None = None,
-        n: int | None = 1,
-        negative_prompt: str | None = None,
-        priority: str | None = None,
-        loras: LoraInput | None = None,
-        wait: int | None = None,
-        idempotency_key: str | None = None,
-        **extra: Any,
-    ) -> AsyncJob:
-        """As `Client.video`."""
-        return await self._submit(
-            build_submit(
-                "txt2video",
-                prompt,
-                wait=wait,
-                idempotency_key=idempotency_key,
-                num_frames=num_frames,
-                fps=fps,
-                width=width,
-                height=height,
-                model=model,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                scheduler=scheduler,
-                seed=seed,
-                n=n,
-                negative_prompt=negative_prompt,
-                priority=priority,
-                loras=loras,
-                **extra,
-            )
-        )
 
     async def get(self, job_id: str) -> AsyncJob:
         return AsyncJob(_json_object(await self._request("GET", _job_path(job_id))), self)

@@ -9,10 +9,9 @@ any length. Positive and negative prompts, and every prompt of a batch, are padd
 chunks to the same count (the embeddings of a batch are one tensor). A prompt of up to 75
 tokens gives exactly the embeddings of the pipeline's own ``encode_prompt``.
 
-`encode_one` (one CLIP encoder, SD 1.x) and `encode_pair` (two, SDXL) return keyword
-arguments that replace ``prompt`` / ``negative_prompt`` in the pipeline call (text-to-image,
-img2img and inpainting pipelines take the same ones). Which one a model uses is its family's
-choice (`worker.families`).
+`encode` (with one CLIP encoder, SD 1.x, or two, SDXL: the family says which) returns
+keyword arguments that replace ``prompt`` / ``negative_prompt`` in the pipeline call
+(text-to-image, img2img and inpainting pipelines take the same ones).
 
 With ``weighting=True``, the emphasis syntax of the A1111 web UI is read: ``(red:1.3)``
 scales the tokens of "red" by 1.3, ``(red)`` by 1.1, ``[red]`` by 1/1.1, brackets nest, and
@@ -57,7 +56,7 @@ def chunk_count(pipe: Any, prompt: str, *, weighting: bool = False) -> int:
     return max(_chunks_for(len(_tokens(tok, prompt, weighting)[0])) for tok in _tokenizers(pipe))
 
 
-def encode_one(
+def encode(
     pipe: Any,
     prompts: Sequence[str],
     negatives: Sequence[str | None],
@@ -65,49 +64,30 @@ def encode_one(
     *,
     guidance_scale: float,
     weighting: bool = False,
+    pair: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Encode one prompt per batch row, chunked, with a pipeline's one CLIP encoder (SD 1.x):
-    ``prompt_embeds`` (and ``negative_prompt_embeds``).
+    """Encode one prompt per batch row, chunked: ``prompt_embeds`` (and
+    ``negative_prompt_embeds``) from a pipeline's CLIP encoder (SD 1.x), or with `pair` from
+    its two encoders side by side (SDXL), then also ``pooled_prompt_embeds`` (and
+    ``negative_pooled_prompt_embeds``), taken from the first chunk of the second encoder.
 
     `negatives` has one entry per prompt; None is "no negative prompt", encoded as the
-    pipeline would: the empty prompt. When the pipeline runs without classifier-free guidance
-    (``guidance_scale <= 1``, or a guidance-distilled UNet) no negative embeddings are made.
-    The pipeline repeats the embeddings for ``num_images_per_prompt``.
+    pipeline would: the empty prompt, or zeros for SDXL models that ask for them
+    (``force_zeros_for_empty_prompt``). When the pipeline runs without classifier-free
+    guidance (``guidance_scale <= 1``, or a guidance-distilled UNet) no negative embeddings
+    are made. The pipeline repeats the embeddings for ``num_images_per_prompt``.
 
     Call it after the job's adapters are activated: text-encoder LoRA layers act here.
     """
     use_negatives, chunks = _plan(pipe, prompts, negatives, guidance_scale, weighting)
-    encoder = pipe.text_encoder
-    # The pipeline's own default: no negative prompt is the empty prompt.
-    rows = {"prompt_embeds": list(prompts)}
-    if use_negatives:
-        rows["negative_prompt_embeds"] = [n if n is not None else "" for n in negatives]
-    out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        for key, texts in rows.items():
-            hidden, _ = _encode_rows(pipe.tokenizer, encoder, texts, chunks, weighting, False)
-            out[key] = hidden.to(dtype=encoder.dtype, device=device)
-    return out
-
-
-def encode_pair(
-    pipe: Any,
-    prompts: Sequence[str],
-    negatives: Sequence[str | None],
-    device: torch.device | str,
-    *,
-    guidance_scale: float,
-    weighting: bool = False,
-) -> dict[str, torch.Tensor]:
-    """As `encode_one`, with a pipeline's two CLIP encoders side by side (SDXL): also
-    ``pooled_prompt_embeds`` (and ``negative_pooled_prompt_embeds``), taken from the first
-    chunk of the second encoder. No negative prompt is zeros for models that ask for them
-    (``force_zeros_for_empty_prompt``), else the empty prompt."""
-    use_negatives, chunks = _plan(pipe, prompts, negatives, guidance_scale, weighting)
-    if pipe.text_encoder is None:
-        raise ValueError("SDXL models without the first text encoder (refiners) are not supported")
-    with torch.no_grad():
-        return _encode_pair(pipe, prompts, negatives, device, chunks, use_negatives, weighting)
+        if pair:
+            if pipe.text_encoder is None:
+                raise ValueError(
+                    "SDXL models without the first text encoder (refiners) are not supported"
+                )
+            return _encode_pair(pipe, prompts, negatives, device, chunks, use_negatives, weighting)
+        return _encode_one(pipe, prompts, negatives, device, chunks, use_negatives, weighting)
 
 
 def _plan(
@@ -127,6 +107,27 @@ def _plan(
     if use_negatives:
         texts += [negative for negative in negatives if negative is not None]
     return use_negatives, max(chunk_count(pipe, text, weighting=weighting) for text in texts)
+
+
+def _encode_one(
+    pipe: Any,
+    prompts: Sequence[str],
+    negatives: Sequence[str | None],
+    device: torch.device | str,
+    chunks: int,
+    use_negatives: bool,
+    weighting: bool,
+) -> dict[str, torch.Tensor]:
+    encoder = pipe.text_encoder
+    # The pipeline's own default: no negative prompt is the empty prompt.
+    rows = {"prompt_embeds": list(prompts)}
+    if use_negatives:
+        rows["negative_prompt_embeds"] = [n if n is not None else "" for n in negatives]
+    out: dict[str, torch.Tensor] = {}
+    for key, texts in rows.items():
+        hidden, _ = _encode_rows(pipe.tokenizer, encoder, texts, chunks, weighting, False)
+        out[key] = hidden.to(dtype=encoder.dtype, device=device)
+    return out
 
 
 def _encode_pair(

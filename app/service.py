@@ -18,7 +18,8 @@ from app.fairness import QueueShares
 from app.scopes import EVERY_SCOPE, check_priority
 from app.settings import AppSettings
 from jobs import defaults, logs
-from jobs.catalog import SCHEDULER_MIN_STEPS, Catalog, ModelEntry
+from jobs.catalog import Catalog, ModelEntry
+from jobs.checks import Misfit, check_fits, check_resolved, total_steps
 from jobs.errors import InvalidRequest, JobNotCancelable, JobNotFound, ModelNotFound
 from jobs.idempotency import IdempotencyKeyPending, IdempotencyKeys, fingerprint
 from jobs.images import InputImage, decode_base64, load_image
@@ -164,13 +165,13 @@ class JobService:
             if isinstance(params, OutpaintParams):
                 width += params.outpaint.left + params.outpaint.right
                 height += params.outpaint.top + params.outpaint.bottom
-        work = width * height / 1e6 * frames * _total_steps(params) * params.n
+        work = width * height / 1e6 * frames * total_steps(params) * params.n
         cap = self.settings.max_work_mp_steps
         if work > cap:
             what = f"{frames} frames × {params.n} videos" if frames > 1 else f"{params.n} images"
             raise InvalidRequest(
                 f"this job is {work:.0f} megapixel-steps of work ({width}x{height} pixels × "
-                f"{_total_steps(params)} steps × {what}); the most one job may ask "
+                f"{total_steps(params)} steps × {what}); the most one job may ask "
                 f"for is {cap:.0f}: lower the size, the steps, "
                 + ("the frames or n" if frames > 1 else "or n")
             )
@@ -196,7 +197,7 @@ class JobService:
             model=model.id,
             status=JobStatus.QUEUED,
             created_at=utcnow(),
-            progress=Progress(step=0, total_steps=_total_steps(params)),
+            progress=Progress(step=0, total_steps=total_steps(params)),
             params=params,
             inputs=inputs,
             timeout_s=self.settings.job_timeout(work),
@@ -220,30 +221,10 @@ class JobService:
             raise ModelNotFound(
                 f"model {params.model!r} is not served here; known models: {known}", param="model"
             )
-        if params.type not in model.tasks:
-            tasks = ", ".join(model.tasks)
-            raise InvalidRequest(
-                f"model {model.id} does not do {params.type}; it does {tasks}", param="type"
-            )
-        fitting = {a.id: a for a in self.catalog.adapters_for(model)}
-        for lora in params.loras:
-            if lora.id not in fitting:
-                known = ", ".join(fitting) or "none"
-                what = (
-                    "does not fit"
-                    if any(a.id == lora.id for a in self.catalog.adapters)
-                    else "is not in the catalogue; it is unknown to"
-                )
-                raise InvalidRequest(
-                    f"adapter {lora.id!r} {what} model {model.id} (its adapters: {known})",
-                    param="loras",
-                )
-        if params.scheduler is not None and params.scheduler not in model.schedulers:
-            raise InvalidRequest(
-                f"scheduler {params.scheduler!r} is not available for model {model.id}; "
-                f"choose one of {', '.join(model.schedulers)}",
-                param="scheduler",
-            )
+        try:
+            check_fits(self.catalog, model, params)
+        except Misfit as exc:
+            raise InvalidRequest(str(exc), param=exc.param) from None
         return model
 
     def _resolve(self, params: AnyParams, model: ModelEntry) -> AnyParams:
@@ -268,22 +249,13 @@ class JobService:
             updates["width"] = params.width or model.native_size[0]
             updates["height"] = params.height or model.native_size[1]
         if isinstance(params, Txt2VideoParams):
-            frames = params.num_frames or model.default_frames
-            if frames > model.max_frames:
-                raise InvalidRequest(
-                    f"num_frames: model {model.id} makes at most {model.max_frames} frames",
-                    param="num_frames",
-                )
-            updates["num_frames"] = frames
+            updates["num_frames"] = params.num_frames or model.default_frames
             updates["fps"] = params.fps or model.default_fps
         resolved = _validate({**params.model_dump(mode="json"), **updates})
-        minimum = SCHEDULER_MIN_STEPS.get(resolved.scheduler or "", 1)
-        if _total_steps(resolved) < minimum:
-            raise InvalidRequest(
-                f"scheduler {resolved.scheduler} needs at least {minimum} denoising steps; "
-                f"this job would run {_total_steps(resolved)}",
-                param="steps",
-            )
+        try:
+            check_resolved(model, resolved)
+        except Misfit as exc:
+            raise InvalidRequest(str(exc), param=exc.param) from None
         return resolved
 
     def _load_images(
@@ -412,14 +384,6 @@ class JobService:
             }
             for m in self.catalog.models
         ]
-
-
-def _total_steps(params: AnyParams) -> int:
-    steps = params.steps or 0
-    if isinstance(params, Txt2ImgParams | Txt2VideoParams):
-        return steps
-    # Image jobs skip the first (1 - strength) of the schedule, as diffusers does.
-    return max(1, int(steps * params.strength))
 
 
 def _validate(fields: dict[str, Any]) -> AnyParams:

@@ -290,6 +290,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         storage=storage,
         models=models,
         info=info,
+        catalog=catalog,
         # A test hook, never set outside the chaos tests: see `worker.runner.crash_point`.
         crash_at=os.environ.get("LATENTQ_TEST_CRASH_AT") or None,
     )

@@ -22,10 +22,12 @@ from rq.timeouts import JobTimeoutException
 
 from jobs import defaults, logs
 from jobs.batching import Batcher, batch_key, describe, images
+from jobs.catalog import Catalog
+from jobs.checks import Misfit, check_job
 from jobs.errors import FailureCode
 from jobs.lifecycle import Lifecycle
 from jobs.protocol import JobStatus, Txt2ImgParams
-from jobs.records import JobRecord, JobStore, Progress
+from jobs.records import JobRecord, JobStore, Progress, UnreadableParams
 from jobs.storage import Storage
 from worker import metrics
 from worker.adapters import UnknownAdapter
@@ -90,6 +92,9 @@ class WorkerContext:
     models: dict[str, Any]
     """Model id → `WarmModel` (typed loosely so this module imports without torch)."""
     info: dict[str, Any] = field(default_factory=dict)
+    catalog: Catalog | None = None
+    """The catalogue the worker loaded: each job is checked against it before any GPU work
+    (`jobs.checks`, as the API checked it at submit)."""
     drain_deadline: float | None = None
     """Set when the worker was asked to stop (monotonic time): the running job may finish
     until then; past it, the job is given back to its queue."""
@@ -189,6 +194,9 @@ def execute(context: WorkerContext, job_id: str) -> str:
             return "skipped"
         context.held.take(running)
         try:
+            refused = _refused(context, running)
+            if refused is not None:
+                return refused
             companions = _companions(context, running)
             if companions:
                 return _execute_batch(context, [running, *companions])
@@ -199,6 +207,24 @@ def execute(context: WorkerContext, job_id: str) -> str:
             context.held.jobs.clear()
     finally:
         logs.request_id.reset(token)
+
+
+def _refused(context: WorkerContext, record: JobRecord) -> str | None:
+    """Fail a job its model cannot run (an unknown scheduler or adapter, too few steps, ...)
+    before any GPU work; None when it may run. Its companions in a batch share what is
+    checked (`jobs.batching.batch_key`), so the lead's check covers them."""
+    params = record.params
+    if context.catalog is None or isinstance(params, UnreadableParams):
+        return None  # unreadable parameters fail in `produce`, with what was wrong
+    if record.model not in context.models:
+        return None  # `produce` fails it: this worker does not hold the model
+    try:
+        check_job(context.catalog, params)
+    except Misfit as exc:
+        context.lifecycle.fail(record, context.name, FailureCode.INVALID_INPUT, str(exc))
+        _end(record, FailureCode.INVALID_INPUT.value, 0.0)
+        return FailureCode.INVALID_INPUT.value
+    return None
 
 
 def _execute(context: WorkerContext, record: JobRecord) -> str:

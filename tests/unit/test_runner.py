@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from rq.timeouts import JobTimeoutException
 
+from jobs.catalog import Catalog
 from jobs.errors import FailureCode
 from jobs.protocol import JobStatus, JobType, new_job_id, utcnow
 from jobs.records import JobError, JobRecord, Progress
@@ -245,3 +246,34 @@ def test_a_waiting_job_that_is_no_longer_ours_is_not_run(tmp_path: Path, lost: s
     assert execute(context, records[0].id) == "succeeded"
     assert model.calls == ["batch", "job 1"]
     assert moves.records[records[1].id].status is not JobStatus.SUCCEEDED
+
+
+def test_a_job_its_model_cannot_run_fails_before_any_pipeline_call(tmp_path: Path) -> None:
+    """A job that reached the worker without the API's checks (a catalogue changed while it
+    waited): the worker checks it against its own catalogue first."""
+    catalog = Catalog.model_validate(
+        {"models": [{"id": "m", "source": "/m", "family": "sd1", "schedulers": ["euler", "pndm"]}]}
+    )
+    moves, model = Moves(), Model({})
+    fits = job(1)
+    few_steps = job(2).model_copy(
+        update={"params": fits.params.model_copy(update={"scheduler": "pndm", "steps": 2})}
+    )  # type: ignore[union-attr]
+    unknown = job(3).model_copy(
+        update={"params": fits.params.model_copy(update={"scheduler": "ddim"})}
+    )  # type: ignore[union-attr]
+    moves.records = {r.id: r for r in (fits, few_steps, unknown)}
+    context = WorkerContext(
+        name="w",
+        lifecycle=moves,  # type: ignore[arg-type]
+        storage=LocalStorage(tmp_path, b"k" * 32),
+        models={"m": model},
+        catalog=catalog,
+    )
+    outcomes = [execute(context, r.id) for r in (fits, few_steps, unknown)]
+    assert outcomes == ["succeeded", "invalid_input", "invalid_input"]
+    assert model.calls == ["job 1"]
+    failed = moves.records[few_steps.id].error
+    assert failed is not None and "needs at least 4 denoising steps" in failed.message
+    failed = moves.records[unknown.id].error
+    assert failed is not None and "'ddim' is not available for model m" in failed.message

@@ -9,20 +9,24 @@ rounding of batched matrix products (at most 1/255 on a handful of pixels).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from worker.image_model import WarmModel
+    from worker.video_model import WarmVideoModel
 
 StepCallback = Callable[[int, int], None]
 
 
-def supports_batching(model: Any) -> bool:
+def supports_batching(model: WarmModel | WarmVideoModel) -> TypeGuard[WarmModel]:
     """Image models whose text-to-image pipeline takes a list of prompts and generators."""
     return hasattr(model, "txt2img") and hasattr(model, "base")
 
 
 def txt2img_many(
-    model: Any, jobs: list[Any], on_step: StepCallback, decode_fp32: bool = False
+    model: WarmModel, jobs: list[Any], on_step: StepCallback, decode_fp32: bool = False
 ) -> list[list[Image.Image]]:
     """Run `jobs` (resolved Txt2ImgParams) in one call; their images, job by job."""
     first = jobs[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from PIL import Image
 
@@ -47,12 +47,15 @@ def is_blank(image: Image.Image) -> bool:
     return image.getbbox() is None  # no pixel has any non-zero channel
 
 
+if TYPE_CHECKING:  # the warm models import torch; this module does not need it to load
+    from worker.warm import WarmBase
+
 P = TypeVar("P", bound=AnyParams)
 Output = TypeVar("Output")
 
 
 def run_with_fault_handling(
-    model: Any,
+    model: WarmBase,
     params: P,
     run: Callable[[P, bool], Sequence[Output]],
     is_bad: Callable[[Output], bool] = is_blank,  # type: ignore[assignment]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from PIL import Image
 
@@ -27,12 +27,16 @@ from worker.faults import JobFailed, is_blank, run_with_fault_handling
 from worker.imaging import composite, encode, inpaint_canvas, outpaint_canvas
 from worker.video import MP4_CONTENT_TYPE, encode_mp4, encode_webp
 
+if TYPE_CHECKING:  # the warm models import torch; this module does not need it to load
+    from worker.image_model import WarmModel
+    from worker.video_model import WarmVideoModel
+
 StepCallback = Callable[[int, int], None]
 
 
 def produce(
     record: JobRecord,
-    model: Any,
+    model: WarmModel | WarmVideoModel | None,
     storage: Storage,
     on_step: StepCallback,
     renew: Callable[[], None],
@@ -63,7 +67,7 @@ def produce(
 
 
 def _generate_videos(
-    params: Txt2VideoParams, model: Any, on_step: StepCallback
+    params: Txt2VideoParams, model: WarmModel | WarmVideoModel, on_step: StepCallback
 ) -> list[list[Image.Image]]:
     if not hasattr(model, "txt2video"):
         raise JobFailed(FailureCode.INVALID_INPUT, f"model {params.model} does not make videos")
@@ -83,9 +87,12 @@ def _generate(
     storage: Storage,
     record: JobRecord,
     params: ImageParams,
-    model: Any,
+    model: WarmModel | WarmVideoModel,
     on_step: StepCallback,
 ) -> list[Image.Image]:
+    if not hasattr(model, "txt2img"):
+        raise JobFailed(FailureCode.INVALID_INPUT, f"model {params.model} does not make images")
+    maker = cast("WarmModel", model)  # what the check above made sure of
     canvas = None
     source = None
     if isinstance(params, Img2ImgParams):
@@ -105,13 +112,13 @@ def _generate(
 
     def run(part: ImageParams, decode_fp32: bool) -> list[Image.Image]:
         if source is not None:
-            images: list[Image.Image] = model.img2img(
+            images: list[Image.Image] = maker.img2img(
                 part, source, on_step, decode_fp32=decode_fp32
             )
         elif canvas is not None:
-            images = model.inpaint(part, canvas, on_step, decode_fp32=decode_fp32)
+            images = maker.inpaint(part, canvas, on_step, decode_fp32=decode_fp32)
         else:
-            images = model.txt2img(part, on_step, decode_fp32=decode_fp32)
+            images = maker.txt2img(part, on_step, decode_fp32=decode_fp32)
         return images
 
     outputs = run_with_fault_handling(model, params, run)

@@ -15,7 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from PIL import Image
 from rq.timeouts import JobTimeoutException
@@ -34,6 +34,10 @@ from worker.adapters import UnknownAdapter
 from worker.batched import supports_batching, txt2img_many
 from worker.faults import JobFailed, WorkerBroken, is_blank, is_device_broken, is_out_of_memory
 from worker.outputs import produce
+
+if TYPE_CHECKING:
+    from worker.image_model import WarmModel
+    from worker.video_model import WarmVideoModel
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +93,8 @@ class WorkerContext:
     name: str
     lifecycle: Lifecycle
     storage: Storage
-    models: dict[str, Any]
-    """Model id → `WarmModel` (typed loosely so this module imports without torch)."""
+    models: dict[str, WarmModel | WarmVideoModel]
+    """Model id → its warm model (the types only: this module loads without torch)."""
     info: dict[str, Any] = field(default_factory=dict)
     catalog: Catalog | None = None
     """The catalogue the worker loaded: each job is checked against it before any GPU work
@@ -324,7 +328,8 @@ def _extend_time_limit(seconds: int) -> None:
 
 
 def _batch_outcomes(context: WorkerContext, records: list[JobRecord]) -> dict[str, str]:
-    model = context.models[records[0].model]
+    # Batches are formed only for models that take them (`_companions`).
+    model = cast("WarmModel", context.models[records[0].model])
     params = [cast(Txt2ImgParams, r.params) for r in records]
     monitor = StepMonitor(
         context.held, [r.id for r in records], give_back=context.draining_past_deadline

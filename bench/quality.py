@@ -53,6 +53,17 @@ from worker.shapes.scenes import (
 from worker.shapes.train import held_out_prompts
 
 SWEEP_STEPS = (2, 4, 8, 16, 30)
+
+SECTIONS = {
+    "txt2img": "txt2img",
+    "guidance_1": "txt2img_guidance_1",
+    "inpaint": "inpaint",
+    "outpaint": "outpaint",
+    "img2img": "img2img",
+    "lora": "lora",
+    "sweep": "sweep",
+}
+"""What `--only` may name, and each one's key in the report."""
 INPAINT_BLUR = 4
 _COLOURS = list(COLOURS)
 
@@ -295,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task-count", type=int, default=100)
     parser.add_argument("--sweep-count", type=int, default=48)
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument(
+        "--only",
+        help="comma-separated sections to measure again (txt2img, guidance_1, inpaint, "
+        "outpaint, img2img, lora, sweep); the others are kept from the existing report",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
@@ -308,23 +324,35 @@ def main(argv: list[str] | None = None) -> int:
         f"{entry.default_guidance}, {args.count} held-out prompts",
         flush=True,
     )
+    path = args.out / f"quality-{entry.id}.json"
+    wanted = set(args.only.split(",")) if args.only else set(SECTIONS)
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    if args.no_sweep:
+        wanted.discard("sweep")
+    if "lora" in wanted and "outline" not in model.adapters:
+        wanted.discard("lora")
+        print("lora: skipped, the catalogue lists no outline adapter for this model")
     report: dict[str, Any] = {"model": entry.id, "count": args.count}
-    report["txt2img"] = _section("txt2img", lambda: txt2img_accuracy(model, args.count)[0])
-    report["txt2img_guidance_1"] = _section(
-        "txt2img at guidance 1.0",
-        lambda: txt2img_accuracy(model, args.count, guidance_scale=1.0)[0],
-    )
-    report["inpaint"] = _section("inpaint", lambda: inpaint_check(model, args.task_count))
-    report["outpaint"] = _section("outpaint", lambda: outpaint_check(model, args.task_count))
-    report["img2img"] = _section("img2img", lambda: img2img_check(model, args.task_count))
-    if "outline" in model.adapters:
-        report["lora"] = _section("lora", lambda: lora_check(model, args.task_count))
+    if args.only and path.exists():
+        report = {**json.loads(path.read_text()), **report}
+    runs: dict[str, Callable[[], Any]] = {
+        "txt2img": lambda: txt2img_accuracy(model, args.count)[0],
+        "guidance_1": lambda: txt2img_accuracy(model, args.count, guidance_scale=1.0)[0],
+        "inpaint": lambda: inpaint_check(model, args.task_count),
+        "outpaint": lambda: outpaint_check(model, args.task_count),
+        "img2img": lambda: img2img_check(model, args.task_count),
+        "lora": lambda: lora_check(model, args.task_count),
+    }
+    for name, run in runs.items():
+        if name in wanted:
+            report[SECTIONS[name]] = _section(name, run)
     args.out.mkdir(parents=True, exist_ok=True)
-    if not args.no_sweep:
+    if "sweep" in wanted:
         print("steps x scheduler:", flush=True)
         report["sweep"] = scheduler_sweep(model, args.sweep_count)
         plot_sweep(report["sweep"], args.out / f"quality-{entry.id}.png")
-    path = args.out / f"quality-{entry.id}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {path}")
     return 0

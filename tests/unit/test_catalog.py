@@ -232,6 +232,9 @@ def test_the_shipped_catalogue_has_a_demo_model_of_every_family() -> None:
     assert not shapes.demo and shapes.family == "sd1" and shapes.native_size == (64, 64)
     local = catalog.local_path(shapes)
     assert local is not None and (local / "model_index.json").exists()
+    (outline,) = catalog.adapters_for(shapes)
+    assert outline.id == "outline" and not outline.demo
+    assert catalog.adapter_path(outline).is_file()
     demos = {m.family: m for m in catalog.models if m.demo}
     assert set(demos) == set(FAMILIES)
     assert demos["video"].tasks == ("txt2video",)

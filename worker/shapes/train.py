@@ -22,6 +22,10 @@ moment picks up where it was:
    pixels weighted up (``--only-decoder`` runs this stage by itself, beside stage 4).
 
 The EMA weights are then saved to OUT as an fp16 ``StableDiffusionPipeline`` folder.
+
+A run resumed with a larger ``--steps`` continues stage 4 on a cosine schedule over the new
+total, at the learning rates given now: the committed model is 8,000 steps at the defaults,
+then resumed to 14,000 with ``--lr 2.5e-4 --text-lr 1e-4`` (``make demo-model``).
 """
 
 from __future__ import annotations

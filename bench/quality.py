@@ -285,6 +285,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     right.set(
         xlabel="seconds per image (CPU)", ylabel="prompts fully followed", title="accuracy by time"
     )
+    left.minorticks_off()  # the log axis's own labels would crowd the ones set here
     left.set_xticks(list(SWEEP_STEPS), [str(s) for s in SWEEP_STEPS])
     left.legend(fontsize=7)
     figure.tight_layout()

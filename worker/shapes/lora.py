@@ -48,7 +48,6 @@ def train(
 ) -> Path:
     import torch
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils.state_dict_utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
@@ -95,8 +94,11 @@ def train(
         if (step + 1) % 50 == 0:
             rate = (time.monotonic() - started) / (step + 1)
             log(f"lora {step + 1}/{steps} loss {loss.item():.4f} ({rate:.2f} s/step)")
-    state = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
-    layers = convert_state_dict_to_diffusers(state)  # type: ignore[no-untyped-call]
+    # Saved in peft's key format (``lora_A``/``lora_B``), which ``load_lora_weights`` reads
+    # for attention and convolution layers alike; diffusers' older format, which
+    # ``convert_state_dict_to_diffusers`` writes, covers only the attention layers, and a file
+    # mixing both loads without its attention weights.
+    layers = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
     out.parent.mkdir(parents=True, exist_ok=True)
     type(pipe).save_lora_weights(
         save_directory=str(out.parent),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.sync_api import expect
 
 IMAGES_STATE = """
 () => [...document.querySelectorAll('#gallery .card')].map((card) => {
@@ -137,3 +138,27 @@ def only_form(page: Any) -> dict[str, Any]:
         else:
             parts[name] = (base64.b64decode(part["base64"]), part["type"])
     return parts
+
+
+def stroke(page: Any, selector: str, points: list[tuple[float, float]], size: int) -> None:
+    """Drags the mouse through points given in image pixels of the canvas at selector."""
+    page.locator(selector).scroll_into_view_if_needed()
+    box = page.locator(selector).bounding_box()
+    scale_x, scale_y = box["width"] / size, box["height"] / size
+
+    def at(point: tuple[float, float]) -> tuple[float, float]:
+        return box["x"] + point[0] * scale_x, box["y"] + point[1] * scale_y
+
+    page.mouse.move(*at(points[0]))
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*at(point), steps=8)
+    page.mouse.up()
+
+
+def set_brush(page: Any, size: int) -> None:
+    page.locator("#brush-size").evaluate(
+        "(input, size) => { input.value = size; input.dispatchEvent(new Event('input')); }",
+        size,
+    )
+    expect(page.locator("#brush-size-value")).to_have_text(f"{size} px")

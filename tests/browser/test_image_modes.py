@@ -22,7 +22,9 @@ from tests.browser.playground import (
     newest_job,
     only_form,
     record_forms,
+    set_brush,
     snap,
+    stroke,
     wait_for_loaded_images,
 )
 from tests.integration.helpers import noise_image
@@ -49,30 +51,6 @@ def gradient_png(path: Path) -> np.ndarray:
 
 def rgb(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
-
-
-def stroke(page: Any, selector: str, points: list[tuple[float, float]], size: int) -> None:
-    """Drags the mouse through points given in image pixels of the canvas at selector."""
-    page.locator(selector).scroll_into_view_if_needed()
-    box = page.locator(selector).bounding_box()
-    scale_x, scale_y = box["width"] / size, box["height"] / size
-
-    def at(point: tuple[float, float]) -> tuple[float, float]:
-        return box["x"] + point[0] * scale_x, box["y"] + point[1] * scale_y
-
-    page.mouse.move(*at(points[0]))
-    page.mouse.down()
-    for point in points[1:]:
-        page.mouse.move(*at(point), steps=8)
-    page.mouse.up()
-
-
-def set_brush(page: Any, size: int) -> None:
-    page.locator("#brush-size").evaluate(
-        "(input, size) => { input.value = size; input.dispatchEvent(new Event('input')); }",
-        size,
-    )
-    expect(page.locator("#brush-size-value")).to_have_text(f"{size} px")
 
 
 def test_inpaint_with_a_mask_painted_with_the_mouse(

@@ -63,10 +63,11 @@ def check_resolved(model: ModelEntry, params: AnyParams) -> None:
             f"num_frames: model {model.id} makes at most {model.max_frames} frames", "num_frames"
         )
     minimum = SCHEDULER_MIN_STEPS.get(params.scheduler or "", 1)
-    if total_steps(params) < minimum:
+    steps = total_steps(params)
+    if steps < minimum:
         raise Misfit(
             f"scheduler {params.scheduler} needs at least {minimum} denoising steps; "
-            f"this job would run {total_steps(params)}",
+            f"this job would run {steps}",
             "steps",
         )
 

@@ -82,10 +82,6 @@ def encode(
     use_negatives, chunks = _plan(pipe, prompts, negatives, guidance_scale, weighting)
     with torch.no_grad():
         if pair:
-            if pipe.text_encoder is None:
-                raise ValueError(
-                    "SDXL models without the first text encoder (refiners) are not supported"
-                )
             return _encode_pair(pipe, prompts, negatives, device, chunks, use_negatives, weighting)
         return _encode_one(pipe, prompts, negatives, device, chunks, use_negatives, weighting)
 
@@ -139,6 +135,8 @@ def _encode_pair(
     use_negatives: bool,
     weighting: bool,
 ) -> dict[str, torch.Tensor]:
+    if pipe.text_encoder is None:
+        raise ValueError("SDXL models without the first text encoder (refiners) are not supported")
     dtype = pipe.text_encoder_2.dtype
     out: dict[str, torch.Tensor] = {}
     hidden, pooled = _encode_sdxl_rows(pipe, list(prompts), chunks, weighting)

@@ -1,9 +1,10 @@
 """What a model family is to the worker: the `Family` protocol, and the defaults most share.
 
-A warm model (`worker.pipelines`) runs every family the same way and asks its family for
-what differs: how its pipelines load, which denoiser they hold, what sizes they take, how a
-prompt reaches them, how their latents decode. diffusers gives each family its own pipeline
-classes; these classes hold what the worker needs to know about them, nothing else.
+A warm model (`worker.image_model`, `worker.video_model`) runs every family the same way
+and asks its family for what differs: how its pipelines load, which denoiser they hold, what
+sizes they take, how a prompt reaches them, how their latents decode. diffusers gives each
+family its own pipeline classes; these classes hold what the worker needs to know about
+them, nothing else.
 """
 
 from __future__ import annotations

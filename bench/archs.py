@@ -438,7 +438,7 @@ def architecture(name: str, *, tiny: bool = False, flux_layers: int | None = Non
 
 def build_clip_tokenizer() -> Any:
     """The project's offline toy CLIP tokenizer (a few hundred tokens, not 49,408)."""
-    from worker.demo_model import build_tokenizer
+    from worker.tiny import build_tokenizer
 
     return build_tokenizer()
 

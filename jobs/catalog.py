@@ -17,8 +17,9 @@ pipelines). A TOML file:
 
 Families (`FAMILY_RULES`): `sd1` and `sdxl` (UNets predicting noise: txt2img, img2img,
 inpaint, outpaint with the epsilon/v schedulers), `sd3` and `flux` (flow-matching
-transformers: the same tasks with flow-matching schedulers) and `video` (Wan 2.1
-text-to-video: txt2video). Fields an entry leaves out take its family's defaults.
+transformers: the same tasks with flow-matching schedulers), `chroma` (a flow-matching
+transformer: txt2img) and `video` (Wan 2.1 text-to-video: txt2video). Fields an entry leaves
+out take its family's defaults.
 """
 
 from __future__ import annotations
@@ -28,9 +29,17 @@ import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jobs import defaults
 from jobs.protocol import JobType
@@ -54,11 +63,6 @@ SCHEDULER_NAMES = (
 
 SCHEDULER_MIN_STEPS = {"pndm": 4}
 """Schedulers that cannot run fewer denoising steps (PNDM's warm-up takes four)."""
-
-FAMILIES = ("sd1", "sdxl", "sd3", "flux", "video")
-"""Model families the worker knows how to load."""
-
-Family = Literal["sd1", "sdxl", "sd3", "flux", "video"]
 
 IMAGE_TASKS = (JobType.TXT2IMG, JobType.IMG2IMG, JobType.INPAINT, JobType.OUTPAINT)
 
@@ -146,6 +150,19 @@ FAMILY_RULES: dict[str, FamilyRules] = {
         max_sequence_length=512,
         dtype_cuda="bfloat16",
     ),
+    # Chroma: Flux's layout with T5 alone and real classifier-free guidance (a negative
+    # prompt); diffusers has its text-to-image pipeline only in the auto pipelines. Its
+    # pipeline hands the scheduler its own sigmas, which DPM++ 2M cannot take.
+    "chroma": FamilyRules(
+        tasks=(JobType.TXT2IMG,),
+        schedulers=("flow_euler", "unipc"),
+        default_schedulers=("flow_euler",),
+        native_size=(1024, 1024),
+        default_guidance=3.0,
+        flow_matching=True,
+        max_sequence_length=512,
+        dtype_cuda="bfloat16",
+    ),
     # Wan 2.1 text-to-video; its releases ship UniPC with flow sigmas.
     "video": FamilyRules(
         tasks=(JobType.TXT2VIDEO,),
@@ -159,7 +176,21 @@ FAMILY_RULES: dict[str, FamilyRules] = {
         adapters=False,
     ),
 }
-"""Per family: its tasks, schedulers and defaults. `FAMILIES` lists the same keys."""
+"""Per family: its tasks, schedulers and defaults. The one list of families: `FAMILIES`, the
+catalogue's check of an entry's family and the worker's classes (`worker.families`) follow it."""
+
+FAMILIES = tuple(FAMILY_RULES)
+"""Model families the worker knows how to load."""
+
+
+def _known_family(value: str) -> str:
+    if value not in FAMILY_RULES:
+        raise ValueError(f"unknown family {value!r}; one of {', '.join(FAMILIES)}")
+    return value
+
+
+Family = Annotated[str, AfterValidator(_known_family)]
+"""A family's name, one of `FAMILIES`."""
 
 _MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ADAPTER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -177,18 +208,18 @@ class ModelEntry(BaseModel):
     tasks: tuple[JobType, ...] = IMAGE_TASKS
     """Default: every task of the family."""
     native_size: tuple[int, int] = (512, 512)
-    """Default: the family's (512² sd1, 1024² sdxl/sd3/flux, 832×480 video)."""
+    """Default: the family's (512² sd1, 1024² sdxl/sd3/flux/chroma, 832×480 video)."""
     default_steps: int = Field(default=30, ge=1, le=defaults.STEPS_MAX)
     default_guidance: float = Field(
         default=defaults.GUIDANCE_DEFAULT, ge=0, le=defaults.GUIDANCE_MAX
     )
-    """Default: the family's (7.5 sd1/sdxl, 7.0 sd3, 3.5 flux, 5.0 video)."""
+    """Default: the family's (7.5 sd1/sdxl, 7.0 sd3, 3.5 flux, 3.0 chroma, 5.0 video)."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     schedulers: tuple[str, ...] = ("euler", "euler_a", "ddim", "dpmpp_2m", "unipc")
     """Default: the family's list (`FAMILY_RULES`)."""
     default_scheduler: str | None = None
     max_sequence_length: int | None = Field(default=None, ge=1, le=1024)
-    """Prompt tokens of the T5 encoder (sd3, flux, video); default: the family's."""
+    """Prompt tokens of the T5 encoder (sd3, flux, chroma, video); default: the family's."""
     max_frames: int = Field(default=81, ge=1, le=defaults.FRAMES_MAX)
     """(video) Most frames a job may ask for."""
     default_frames: int = Field(default=33, ge=1, le=defaults.FRAMES_MAX)
@@ -277,9 +308,10 @@ class ModelEntry(BaseModel):
         if self.default_scheduler is not None and self.default_scheduler not in self.schedulers:
             raise ValueError(f"default_scheduler {self.default_scheduler!r} is not in schedulers")
         if self.max_sequence_length is not None and rules.max_sequence_length is None:
+            t5 = [name for name, rules in FAMILY_RULES.items() if rules.max_sequence_length]
             raise ValueError(
                 f"max_sequence_length applies to families with a T5 encoder "
-                f"(sd3, flux, video), not {self.family}"
+                f"({', '.join(t5)}), not {self.family}"
             )
         if self.is_video:
             if self.default_frames > self.max_frames:

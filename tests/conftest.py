@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SD-1.x pipeline with random weights, saved in diffusers format."""
-    from worker.demo_model import build_sd1
+    from worker.demo_model import build
 
     path = tmp_path_factory.mktemp("models") / "tiny-sd"
-    build_sd1(path)
+    build("sd1", path)
     return path
 
 

@@ -61,8 +61,8 @@ def choose_runtime(
     """Decide how a model of `family` runs on `device` (`cpu`, `cuda`, `cuda:N`).
 
     - dtype `auto`: on CUDA, float16 for the UNet families (sd1, sdxl) and bfloat16 for the
-      transformers (sd3, flux, video), which were trained in it and overflow in float16; on
-      the CPU always float32 (half-precision CPU kernels are slow or missing), unless
+      transformers (sd3, flux, chroma, video), which were trained in it and overflow in
+      float16; on the CPU always float32 (half-precision CPU kernels are slow or missing), unless
       bfloat16 is named.
     - the VAE decodes in float32 where half precision overflows: SDXL's in float16 (when its
       config asks for it, as the original does), and Wan's, which its authors run in float32.

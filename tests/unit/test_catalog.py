@@ -112,9 +112,10 @@ def entry_toml(family: str, extra: str = "") -> str:
 
 
 def test_every_family_has_rules_and_a_demo_builder() -> None:
-    from worker.demo_model import BUILDERS
+    from worker.families import FAMILIES as WORKER_FAMILIES
 
-    assert tuple(FAMILY_RULES) == FAMILIES == tuple(BUILDERS)
+    assert tuple(FAMILY_RULES) == FAMILIES == tuple(WORKER_FAMILIES)
+    assert all(callable(family.tiny) for family in WORKER_FAMILIES.values())
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -21,6 +21,11 @@ from worker.imaging import inpaint_canvas, outpaint_canvas
 IMAGE_FAMILIES = tuple(f for f in FAMILIES if f != "video")
 
 
+def doing(task: str) -> tuple[str, ...]:
+    """The families with a pipeline for `task`."""
+    return tuple(f for f in FAMILIES if task in FAMILY_RULES[f].tasks)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
     import torch
@@ -119,7 +124,7 @@ def test_load_model_gives_the_class_of_the_family(family: str, model: Any) -> No
     assert config["load_s"] > 0 and config["vae_tiling_pixels"] > 0
 
 
-@pytest.mark.parametrize("family", IMAGE_FAMILIES)
+@pytest.mark.parametrize("family", doing("inpaint"))
 def test_derived_pipelines_share_the_base_weights(family: str, model: Any) -> None:
     loaded = model(family)
     base = loaded.base
@@ -146,7 +151,7 @@ def test_txt2img(family: str, model: Any) -> None:
     assert_seeded(first, loaded.txt2img(params, Steps()))
 
 
-@pytest.mark.parametrize("family", IMAGE_FAMILIES)
+@pytest.mark.parametrize("family", doing("img2img"))
 def test_img2img(family: str, model: Any) -> None:
     loaded = model(family)
     params = job(family, "img2img", strength=0.5, steps=4)
@@ -156,7 +161,7 @@ def test_img2img(family: str, model: Any) -> None:
     assert_seeded(first, loaded.img2img(params, source_image(), Steps()))
 
 
-@pytest.mark.parametrize("family", IMAGE_FAMILIES)
+@pytest.mark.parametrize("family", doing("inpaint"))
 def test_inpaint_and_outpaint(family: str, model: Any) -> None:
     loaded = model(family)
     mask = Image.new("L", (72, 64), 0)
@@ -182,6 +187,8 @@ def test_decoding_in_float32_gives_the_same_images(family: str, model: Any) -> N
     plain = loaded.txt2img(params, Steps())
     again = loaded.txt2img(params, Steps(), decode_fp32=True)
     assert np.abs(pixels(plain[0]) - pixels(again[0])).max() <= 1
+    if family not in doing("img2img"):
+        return
     image_params = job(family, "img2img", n=1, strength=0.5, steps=4)
     plain = loaded.img2img(image_params, source_image(), Steps())
     again = loaded.img2img(image_params, source_image(), Steps(), decode_fp32=True)

@@ -5,8 +5,9 @@ choice and the prompt encoders ask it, and compare no family names themselves. T
 side of a family (its tasks, schedulers, defaults) is its `FamilyRules` in `jobs.catalog`,
 which the API reads without importing the worker; `FAMILIES` has exactly those names.
 
-Adding a family: a module here with its class (override what differs from `BaseFamily`), a
-line in `FAMILIES`, its `FamilyRules`, and its tiny builder in `worker.demo_model`.
+Adding a family (README, "Adding a model family"): a module here with its class (override
+what differs from `BaseFamily`, and its `tiny` builder), a line in `FAMILIES`, and its
+`FamilyRules`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from jobs.catalog import FAMILY_RULES
 from worker.families.base import BaseFamily, Family
+from worker.families.chroma import Chroma
 from worker.families.flux import Flux
 from worker.families.sd1 import SD1
 from worker.families.sd3 import SD3
@@ -26,7 +28,7 @@ from worker.families.video import Video
 __all__ = ["FAMILIES", "BaseFamily", "Family", "encode", "family_of", "token_limit"]
 
 FAMILIES: dict[str, Family] = {
-    family.name: family for family in (SD1(), SDXL(), SD3(), Flux(), Video())
+    family.name: family for family in (SD1(), SDXL(), SD3(), Flux(), Chroma(), Video())
 }
 """Every family, by the catalogue's name for it, in the catalogue's order."""
 

@@ -18,7 +18,7 @@ from jobs.catalog import FAMILY_RULES, FamilyRules
 
 
 class Family(Protocol):
-    """One model family (sd1, sdxl, sd3, flux, video), as the worker sees it."""
+    """One model family (sd1, sdxl, sd3, flux, chroma, video), as the worker sees it."""
 
     name: ClassVar[str]
     """The catalogue's name for it (an entry's ``family``)."""
@@ -44,6 +44,12 @@ class Family(Protocol):
 
     def denoiser(self, pipe: Any) -> Any:
         """The UNet or transformer of one of its pipelines."""
+        ...
+
+    def tiny(self, seed: int) -> Any:
+        """A tiny pipeline of the family with random weights (the same seed, the same
+        weights): its real component layout, latent shape and VAE scale factor at a few
+        megabytes, built offline from `worker.tiny`'s parts for tests and demos."""
         ...
 
     def size_multiple(self, pipe: Any) -> int:

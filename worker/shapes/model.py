@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from worker.demo_model import BOS_TOKEN, EOS_TOKEN, MAX_LENGTH, bytes_to_unicode
 from worker.shapes.scenes import SIZE, VOCABULARY
+from worker.tiny import BOS_TOKEN, EOS_TOKEN, MAX_LENGTH, bytes_to_unicode
 
 LATENT_SIDE = 16
 TEXT_WIDTH = 64

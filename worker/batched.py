@@ -9,9 +9,12 @@ rounding of batched matrix products (at most 1/255 on a handful of pixels).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 from PIL import Image
+
+from jobs.protocol import Txt2ImgParams
+from jobs.resolved import Sampling
 
 if TYPE_CHECKING:
     from worker.image_model import WarmModel
@@ -26,13 +29,17 @@ def supports_batching(model: WarmModel | WarmVideoModel) -> TypeGuard[WarmModel]
 
 
 def txt2img_many(
-    model: WarmModel, jobs: list[Any], on_step: StepCallback, decode_fp32: bool = False
+    model: WarmModel,
+    jobs: list[Txt2ImgParams],
+    on_step: StepCallback,
+    decode_fp32: bool = False,
 ) -> list[list[Image.Image]]:
-    """Run `jobs` (resolved Txt2ImgParams) in one call; their images, job by job."""
+    """Run `jobs` (resolved, sharing a batch key) in one call; their images, job by job."""
     first = jobs[0]
-    prompts = [job.prompt for job in jobs for _ in range(job.n)]
-    negatives = [job.negative_prompt or "" for job in jobs for _ in range(job.n)]
-    seeds = [seed for job in jobs for seed in job.seeds()]
+    runs = [Sampling.of(job) for job in jobs]
+    prompts = [run.prompt for run in runs for _ in range(run.n)]
+    negatives = [run.negative_prompt for run in runs for _ in range(run.n)]
+    seeds = [seed for run in runs for seed in run.seeds()]
     batch = first.model_copy(update={"n": 1})
     images = model.txt2img(
         batch,

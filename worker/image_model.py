@@ -18,9 +18,18 @@ from typing import Any
 import torch
 from PIL import Image
 
+from jobs import resolved
 from jobs.batching import batch_key
 from jobs.catalog import ModelEntry
-from jobs.protocol import JobType
+from jobs.protocol import (
+    ImageParams,
+    Img2ImgParams,
+    InpaintParams,
+    JobType,
+    OutpaintParams,
+    Txt2ImgParams,
+)
+from jobs.resolved import Sampling
 from worker import prompts
 from worker.adapters import UnknownAdapter, activate, load_adapters
 from worker.imaging import Canvas
@@ -101,7 +110,7 @@ class WarmModel(WarmBase):
 
     def txt2img(
         self,
-        params: Any,
+        params: Txt2ImgParams,
         on_step: StepCallback,
         decode_fp32: bool = False,
         *,
@@ -112,8 +121,9 @@ class WarmModel(WarmBase):
         """`prompts`, `negative_prompts` and `seeds` (one per image) replace the params'
         prompt, negative prompt and seeds: several jobs' images in one call. Outputs have
         the params' size (a model that takes multiples of 16 runs larger and is resized)."""
-        pipe = self._for_job(self.base, params.scheduler)
-        size = self._run_size(params.width, params.height)
+        wanted = resolved.size(params)
+        pipe = self._for_job(self.base, Sampling.of(params).scheduler)
+        size = self._run_size(*wanted)
         images = self._call(
             pipe,
             params,
@@ -124,18 +134,21 @@ class WarmModel(WarmBase):
             negative_prompts=negative_prompts,
             seeds=seeds,
         )
-        wanted = (params.width, params.height)
         if size != wanted:
             images = [image.resize(wanted, Image.Resampling.LANCZOS) for image in images]
         return images
 
     def img2img(
-        self, params: Any, image: Image.Image, on_step: StepCallback, decode_fp32: bool = False
+        self,
+        params: Img2ImgParams,
+        image: Image.Image,
+        on_step: StepCallback,
+        decode_fp32: bool = False,
     ) -> list[Image.Image]:
         """Restyle `image` (run at a size the model takes); outputs have the run's size."""
         if self.restyler is None:
             raise ValueError(f"model {self.entry.id} does not do img2img")
-        pipe = self._for_job(self.restyler, params.scheduler)
+        pipe = self._for_job(self.restyler, Sampling.of(params).scheduler)
         size = self._run_size(*image.size)
         if size != image.size:
             image = image.resize(size, Image.Resampling.LANCZOS)
@@ -145,13 +158,17 @@ class WarmModel(WarmBase):
         )
 
     def inpaint(
-        self, params: Any, canvas: Canvas, on_step: StepCallback, decode_fp32: bool = False
+        self,
+        params: InpaintParams | OutpaintParams,
+        canvas: Canvas,
+        on_step: StepCallback,
+        decode_fp32: bool = False,
     ) -> list[Image.Image]:
         """Run the inpainting pipeline on a canvas (at a size the model takes); the caller
         composites the outputs back over the canvas."""
         if self.inpainter is None:
             raise ValueError(f"model {self.entry.id} cannot inpaint")
-        pipe = self._for_job(self.inpainter, params.scheduler)
+        pipe = self._for_job(self.inpainter, Sampling.of(params).scheduler)
         size = self._run_size(*canvas.image.size)
         image, mask = canvas.image, canvas.mask
         if size != image.size:
@@ -180,7 +197,7 @@ class WarmModel(WarmBase):
         pipe.scheduler = copy.deepcopy(self._schedulers[scheduler])
         return pipe
 
-    def batch_key(self, params: Any) -> tuple[Any, ...] | None:
+    def batch_key(self, params: Txt2ImgParams) -> tuple[Any, ...] | None:
         """What jobs must share to run in one call (see `jobs.batching`); for chunked
         prompts also the number of chunks, since padding a prompt to more chunks than it
         takes would change its images."""
@@ -197,7 +214,7 @@ class WarmModel(WarmBase):
     def _call(
         self,
         pipe: Any,
-        params: Any,
+        params: ImageParams,
         on_step: StepCallback,
         decode_fp32: bool = False,
         *,
@@ -207,8 +224,9 @@ class WarmModel(WarmBase):
         seeds: list[int] | None = None,
         **kwargs: Any,
     ) -> list[Image.Image]:
+        run = Sampling.of(params)
         # CPU generators: the same seed gives the same starting noise on any device.
-        seeds = seeds if seeds is not None else params.seeds()
+        seeds = seeds if seeds is not None else run.seeds()
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         if prompts is not None:
             # One prompt per image (several jobs in one call): one image per prompt.
@@ -216,18 +234,18 @@ class WarmModel(WarmBase):
             negative: Any = negative_prompts
             per_prompt = 1
         else:
-            prompt, negative, per_prompt = params.prompt, params.negative_prompt or None, params.n
+            prompt, negative, per_prompt = run.prompt, run.negative_prompt or None, run.n
         width, height = size
         if accepts(pipe, "width"):
             # SD 1.x and SDXL img2img take the size of the image; the others are told it.
             kwargs.update(width=width, height=height)
         self._vae_mode(pipe.vae, width, height, len(generators))
         with torch.inference_mode():
-            self._adapters_for(pipe, params)
+            self._adapters_for(pipe, run)
             result = pipe(
-                **self._prompt_kwargs(pipe, params, prompt, negative),
-                num_inference_steps=params.steps,
-                guidance_scale=params.guidance_scale,
+                **self._prompt_kwargs(pipe, run, prompt, negative),
+                num_inference_steps=run.steps,
+                guidance_scale=run.guidance_scale,
                 num_images_per_prompt=per_prompt,
                 generator=generators,
                 callback_on_step_end=step_end(on_step),
@@ -239,15 +257,17 @@ class WarmModel(WarmBase):
         images: list[Image.Image] = result.images
         return images
 
-    def _adapters_for(self, pipe: Any, params: Any) -> None:
+    def _adapters_for(self, pipe: Any, run: Sampling) -> None:
         """Switch on exactly the job's adapters; none → the base model, bit for bit."""
-        loras = [(lora.id, lora.scale) for lora in getattr(params, "loras", ())]
+        loras = [(lora.id, lora.scale) for lora in run.loras]
         if self.adapters:
             activate(pipe, loras)
         elif loras:
             raise UnknownAdapter(f"model {self.entry.id} has no adapters loaded here")
 
-    def _prompt_kwargs(self, pipe: Any, params: Any, prompt: Any, negative: Any) -> dict[str, Any]:
+    def _prompt_kwargs(
+        self, pipe: Any, run: Sampling, prompt: Any, negative: Any
+    ) -> dict[str, Any]:
         """CLIP-only families get their prompts encoded here in chunks of 75 tokens, so a long
         prompt is not cut at 77 tokens; the others take the text (T5 reads long prompts)."""
         if not self._chunked:
@@ -259,7 +279,7 @@ class WarmModel(WarmBase):
             rows,
             [text or None for text in negatives],
             self.device.torch_device,
-            guidance_scale=params.guidance_scale,
+            guidance_scale=run.guidance_scale,
         )
 
     def _decode_fp32(

@@ -37,7 +37,7 @@ from jobs.recovery import Reaper
 from jobs.storage import make_storage
 from jobs.webhooks import Notices
 from worker import metrics
-from worker.runner import WorkerContext
+from worker.context import WorkerContext
 from worker.settings import WorkerSettings, get_worker_settings
 from worker.tasks import set_context
 
@@ -291,7 +291,7 @@ def run(settings: WorkerSettings, burst: bool = False) -> int:
         models=models,
         info=info,
         catalog=catalog,
-        # A test hook, never set outside the chaos tests: see `worker.runner.crash_point`.
+        # A test hook, never set outside the chaos tests: see `worker.context.crash_point`.
         crash_at=os.environ.get("LATENTQ_TEST_CRASH_AT") or None,
     )
     if settings.batch_max > 1:

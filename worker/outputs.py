@@ -19,6 +19,7 @@ from jobs.protocol import (
     InpaintParams,
     OutpaintParams,
     OutputFormat,
+    Txt2ImgParams,
     Txt2VideoParams,
 )
 from jobs.records import JobRecord, StoredImage, UnreadableParams
@@ -97,6 +98,12 @@ def _generate(
     source = None
     if isinstance(params, Img2ImgParams):
         source = _input(storage, record, "image", "RGB")
+        restyle_from = source
+
+        def restyle(part: Img2ImgParams, decode_fp32: bool) -> list[Image.Image]:
+            return maker.img2img(part, restyle_from, on_step, decode_fp32=decode_fp32)
+
+        outputs = run_with_fault_handling(model, params, restyle)
     elif isinstance(params, InpaintParams | OutpaintParams):
         image = _input(storage, record, "image", "RGB")
         if isinstance(params, InpaintParams):
@@ -109,19 +116,18 @@ def _generate(
             canvas = inpaint_canvas(image, mask, params.mask_blur)
         else:
             canvas = outpaint_canvas(image, params.outpaint, params.mask_blur)
+        paint_on = canvas
 
-    def run(part: ImageParams, decode_fp32: bool) -> list[Image.Image]:
-        if source is not None:
-            images: list[Image.Image] = maker.img2img(
-                part, source, on_step, decode_fp32=decode_fp32
-            )
-        elif canvas is not None:
-            images = maker.inpaint(part, canvas, on_step, decode_fp32=decode_fp32)
-        else:
-            images = maker.txt2img(part, on_step, decode_fp32=decode_fp32)
-        return images
+        def repaint(part: InpaintParams | OutpaintParams, decode_fp32: bool) -> list[Image.Image]:
+            return maker.inpaint(part, paint_on, on_step, decode_fp32=decode_fp32)
 
-    outputs = run_with_fault_handling(model, params, run)
+        outputs = run_with_fault_handling(model, params, repaint)
+    else:
+
+        def draw(part: Txt2ImgParams, decode_fp32: bool) -> list[Image.Image]:
+            return maker.txt2img(part, on_step, decode_fp32=decode_fp32)
+
+        outputs = run_with_fault_handling(model, params, draw)
     if canvas is not None:
         outputs = [composite(out, canvas) for out in outputs]
     elif source is not None:

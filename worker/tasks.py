@@ -6,7 +6,8 @@ RQ calls a plain function; the warm models live in the worker process, set once 
 
 from __future__ import annotations
 
-from worker.runner import WorkerContext, execute
+from worker.context import WorkerContext
+from worker.runner import execute
 
 _context: WorkerContext | None = None
 

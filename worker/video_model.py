@@ -9,7 +9,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from jobs import resolved
 from jobs.catalog import ModelEntry
+from jobs.protocol import Txt2VideoParams
+from jobs.resolved import Sampling
 from worker.families.video import Video
 from worker.runtime import Device, Runtime
 from worker.schedulers import make_scheduler
@@ -77,23 +80,26 @@ class WarmVideoModel(WarmBase):
         return self.family.text_kwargs(prompt, negative, self.entry.max_sequence_length)
 
     def txt2video(
-        self, params: Any, on_step: StepCallback, decode_fp32: bool = False
+        self, params: Txt2VideoParams, on_step: StepCallback, decode_fp32: bool = False
     ) -> list[list[Image.Image]]:
         """`params.n` videos of `params.num_frames` frames at the params' size, video i from
         seed `params.seeds()[i]`."""
+        run = Sampling.of(params)
+        wanted = resolved.size(params)
+        wanted_frames, _ = resolved.frames(params)
         self.pipe.scheduler = make_scheduler(
-            params.scheduler, self._scheduler_config, flow_matching=True
+            run.scheduler, self._scheduler_config, flow_matching=True
         )
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in params.seeds()]
-        width, height = self._run_size(params.width, params.height)
-        frames = self.run_frames(params.num_frames)
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in run.seeds()]
+        width, height = self._run_size(*wanted)
+        frames = self.run_frames(wanted_frames)
         self._vae_mode(self.pipe.vae, width, height, len(generators))
         with torch.inference_mode():
             result = self.pipe(
-                **self._text_kwargs(params.prompt, params.negative_prompt or None),
-                num_inference_steps=params.steps,
-                guidance_scale=params.guidance_scale,
-                num_videos_per_prompt=params.n,
+                **self._text_kwargs(run.prompt, run.negative_prompt or None),
+                num_inference_steps=run.steps,
+                guidance_scale=run.guidance_scale,
+                num_videos_per_prompt=run.n,
                 width=width,
                 height=height,
                 num_frames=frames,
@@ -104,11 +110,10 @@ class WarmVideoModel(WarmBase):
             videos: list[list[Image.Image]] = (
                 self._decode_fp32(result.frames, width, height) if decode_fp32 else result.frames
             )
-        wanted = (params.width, params.height)
         return [
             [
                 frame if frame.size == wanted else frame.resize(wanted, Image.Resampling.LANCZOS)
-                for frame in video[: params.num_frames]
+                for frame in video[:wanted_frames]
             ]
             for video in videos
         ]

@@ -32,6 +32,12 @@ def test_what_the_classes_say_about_their_families() -> None:
     assert [f.name for f in CLASSES.values() if f.vae_upcast_in_half] == ["sdxl", "video"]
     assert CLASSES["flux"].text_kwargs("a", "b", 512) == {"prompt": "a", "max_sequence_length": 512}
     assert CLASSES["sd1"].text_kwargs("a", "b", None) == {"prompt": "a", "negative_prompt": "b"}
+    # Chroma is Flux's layout with a negative prompt.
+    assert CLASSES["chroma"].text_kwargs("a", "b", 512) == {
+        "prompt": "a",
+        "negative_prompt": "b",
+        "max_sequence_length": 512,
+    }
 
 
 def _family_comparisons(path: Path) -> list[str]:

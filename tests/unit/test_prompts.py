@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.unit.tiny_pipelines import load, model_dir, run
-from worker.families import encode, token_limit
+from worker.families import family_of
 from worker.prompts import CHUNK_TOKENS, chunk_count, parse_emphasis
 
 # 200 tokens with the tiny CLIP vocabulary: "w" and a digit, each a token.
@@ -55,7 +55,7 @@ def _encode(
 ) -> dict[str, torch.Tensor]:
     kw.setdefault("guidance_scale", 7.5)
     with torch.inference_mode():
-        return encode(pipe, family, prompts, negatives, "cpu", **kw)
+        return family_of(family).encode_prompts(pipe, prompts, negatives, "cpu", **kw)
 
 
 @pytest.mark.parametrize("negative", [None, "", "blurry, low quality"])
@@ -194,26 +194,27 @@ def test_weighting_is_opt_in(family_pipe: tuple[str, Any]) -> None:
 
 
 def test_token_limits() -> None:
-    assert token_limit("sd1") is None
-    assert token_limit("sdxl") is None
-    assert token_limit("sd3") == 256
-    assert token_limit("flux") == 512
+    assert family_of("sd1").token_limit is None
+    assert family_of("sdxl").token_limit is None
+    assert family_of("sd3").token_limit == 256
+    assert family_of("flux").token_limit == 512
     with pytest.raises(ValueError, match="unknown"):
-        token_limit("sd9")
+        family_of("sd9")
 
 
 def test_token_limits_match_the_pipelines_defaults() -> None:
     import inspect
 
-    from diffusers import FluxPipeline, StableDiffusion3Pipeline, WanPipeline
+    from diffusers import ChromaPipeline, FluxPipeline, StableDiffusion3Pipeline, WanPipeline
 
     for family, pipeline in (
         ("sd3", StableDiffusion3Pipeline),
         ("flux", FluxPipeline),
+        ("chroma", ChromaPipeline),
         ("video", WanPipeline),
     ):
         default = inspect.signature(pipeline.__call__).parameters["max_sequence_length"].default
-        assert token_limit(family) == default
+        assert family_of(family).token_limit == default
 
 
 def test_chunk_count_counts_weighted_text_without_brackets(

@@ -12,10 +12,6 @@ what differs from `BaseFamily`, and its `tiny` builder), a line in `FAMILIES`, a
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
 from jobs.catalog import FAMILY_RULES
 from worker.families.base import BaseFamily, Family
 from worker.families.chroma import Chroma
@@ -25,7 +21,7 @@ from worker.families.sd3 import SD3
 from worker.families.sdxl import SDXL
 from worker.families.video import Video
 
-__all__ = ["FAMILIES", "BaseFamily", "Family", "encode", "family_of", "token_limit"]
+__all__ = ["FAMILIES", "BaseFamily", "Family", "family_of"]
 
 FAMILIES: dict[str, Family] = {
     family.name: family for family in (SD1(), SDXL(), SD3(), Flux(), Chroma(), Video())
@@ -44,27 +40,3 @@ def family_of(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise ValueError(f"unknown model family {name!r}") from None
-
-
-def token_limit(family: str) -> int | None:
-    """Tokens of a prompt the family's pipelines read; None where the worker lifts the limit
-    by encoding prompts in chunks. For the T5 families the count is in T5 tokens, and their
-    CLIP part still stops at 77."""
-    return family_of(family).token_limit
-
-
-def encode(
-    pipe: Any,
-    family: str,
-    prompts: list[str],
-    negatives: list[str | None],
-    device: torch.device | str,
-    *,
-    guidance_scale: float,
-    weighting: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Encode one prompt per batch row, in chunks, as family `family` does for its pipelines
-    (`Family.encode_prompts`); ValueError for a family that reads its prompts itself."""
-    return family_of(family).encode_prompts(
-        pipe, prompts, negatives, device, guidance_scale=guidance_scale, weighting=weighting
-    )

@@ -1,4 +1,4 @@
-"""One place that turns every failure into the error envelope of API.md."""
+"""One place that turns every failure into the error envelope of `docs/api.md`."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from jobs import events
+from jobs import events, keys
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class EventHub:
         """A queue of the job's messages, subscribed (confirmed by Redis, or after `confirm_s`)
         before it is handed out: whatever the caller reads from the record afterwards is either
         already there or still to come on the queue."""
-        channel = events.channel(job_id)
+        channel = keys.events(job_id)
         queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=256)
         listeners = self._listeners.setdefault(channel, set())
         listeners.add(queue)

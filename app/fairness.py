@@ -88,15 +88,11 @@ class QueueShares:
         self.ttl_s = ttl_s
         self._reserve = connection.register_script(_RESERVE)
 
-    @staticmethod
-    def _key(owner: str, model_id: str) -> str:
-        return f"{keys.PREFIX}:share:{model_id}:{owner}"
-
     def reserve(self, owner: str, model_id: str, job_id: str) -> None:
         """Count `job_id` among `owner`'s waiting jobs for the model, or raise
         `QueueShareFull` when that key already has its share waiting."""
         waiting, added = self._reserve(
-            keys=[self._key(owner, model_id)],
+            keys=[keys.share(model_id, owner)],
             args=[keys.job(""), self.most, job_id, self.ttl_s, RESERVATION_GRACE_S],
         )
         if not int(added):
@@ -109,7 +105,7 @@ class QueueShares:
 
     def release(self, owner: str, model_id: str, job_id: str) -> None:
         """Forget a reservation whose job was not accepted after all."""
-        self.redis.zrem(self._key(owner, model_id), job_id)
+        self.redis.zrem(keys.share(model_id, owner), job_id)
 
 
 # KEYS[1] the caller's holds (a sorted set: hold id → when it expires); ARGV: the most holds,
@@ -145,15 +141,11 @@ class OpenHolds:
         self._hold = connection.register_script(_HOLD)
         self._renew = connection.register_script(_RENEW)
 
-    @staticmethod
-    def _key(caller: str) -> str:
-        return f"{keys.PREFIX}:holds:{caller}"
-
     @asynccontextmanager
     async def hold(self, caller: str) -> AsyncIterator[None]:
         """One of `caller`'s open requests, for as long as the block runs; `TooManyStreams`
         when the caller already holds its most."""
-        key, hold_id = self._key(caller), secrets.token_hex(8)
+        key, hold_id = keys.holds(caller), secrets.token_hex(8)
         taken = await cast(
             Awaitable[int], self._hold(keys=[key], args=[self.per_key, hold_id, HOLD_LEASE_S])
         )

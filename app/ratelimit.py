@@ -52,9 +52,7 @@ class RateLimiter:
         """Spend one submit of `caller`'s budget, or raise `RateLimited` with Retry-After."""
         if self.per_second <= 0:
             return
-        allowed, wait = self._take(
-            keys=[f"{keys.PREFIX}:rate:{caller}"], args=[self.per_second, self.burst, 1]
-        )
+        allowed, wait = self._take(keys=[keys.rate(caller)], args=[self.per_second, self.burst, 1])
         if not int(allowed):
             retry = max(1, math.ceil(float(wait)))
             raise RateLimited(

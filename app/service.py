@@ -320,8 +320,8 @@ class JobService:
         return record
 
     def view(self, record: JobRecord, base_url: str, operator: bool = False) -> dict[str, Any]:
-        """The Job object of API.md, with fresh signed URLs (and, for the `operator`, the
-        worker that runs or ran it)."""
+        """The Job object of `docs/api.md`, with fresh signed URLs (and, for the `operator`,
+        the worker that runs or ran it)."""
         position = None
         if record.status is JobStatus.QUEUED:
             position = self.queues.position(record)

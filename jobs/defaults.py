@@ -1,6 +1,7 @@
 """Limits and defaults of the public contract, in one place.
 
-Each constant is documented where it is defined; API.md is the source of truth for the limits.
+Each constant is documented where it is defined; `docs/api.md` is the source of truth for the
+limits.
 """
 
 from typing import Final
@@ -62,9 +63,6 @@ STRENGTH_DEFAULT: Final = 1.0
 
 IMG2IMG_STRENGTH_DEFAULT: Final = 0.75
 """img2img strength when the request does not give one: the input's layout survives."""
-
-PRIORITIES: Final = ("high", "normal", "low")
-"""Queue priorities, most urgent first: a worker always drains `high` before `normal`."""
 
 INPUT_IMAGE_FORMATS: Final = ("PNG", "JPEG", "WEBP")
 """Formats accepted for input images (Pillow format names)."""

@@ -1,7 +1,7 @@
 """The error family of the service.
 
 Route and service code raise these; one handler in `app` maps them onto the envelope of
-API.md: `{"error": {"code", "message", "param"}}`. Jobs that fail store a `FailureCode`.
+`docs/api.md`: `{"error": {"code", "message", "param"}}`. Jobs that fail store a `FailureCode`.
 """
 
 from enum import StrEnum
@@ -102,11 +102,6 @@ class InvalidImage(LatentqError):
 class QueueFull(LatentqError):
     status = 429
     code = "queue_full"
-
-
-class ModelUnavailable(LatentqError):
-    status = 503
-    code = "model_unavailable"
 
 
 class ServiceUnavailable(LatentqError):

@@ -1,4 +1,4 @@
-"""Job events on Redis pub/sub: one channel per job, small JSON messages.
+"""Job events on Redis pub/sub: one channel per job (`keys.events`), small JSON messages.
 
 Every status change and every (throttled) progress write publishes on the job's channel,
 from inside the same Lua script that changes the record, so no change goes unannounced.
@@ -12,12 +12,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-
-from jobs import keys
-
-
-def channel(job_id: str) -> str:
-    return f"{keys.PREFIX}:events:{job_id}"
 
 
 def status_message(status: str) -> str:

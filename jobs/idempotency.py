@@ -100,7 +100,7 @@ class IdempotencyKeys:
     @staticmethod
     def _redis_key(caller: str, key: str) -> str:
         hashed = hashlib.sha256(key.encode()).hexdigest()
-        return f"{keys.PREFIX}:idem:{caller}:{hashed}"
+        return keys.idempotency(caller, hashed)
 
     def claim(self, caller: str, key: str, print_: str, job_id: str) -> Claim:
         """Take `key` for `job_id` (pending until `settle`), or find the claim that already

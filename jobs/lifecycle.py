@@ -213,11 +213,11 @@ class Lifecycle:
         jobs = {**{r.id: r for r in held}, **{i: step[0] for i, step in steps.items()}}
         if not jobs:
             return set()
-        redis_keys = [webhooks.DUE]
+        redis_keys = [keys.WEBHOOKS_DUE]
         lease_ms = str(int(self.store.lease_s * 1000))
         args = [dump(worker), lease_ms, f"{time.time():.3f}", str(webhooks.DELIVERY_TTL_S)]
         for job_id, record in jobs.items():
-            redis_keys += [keys.job(job_id), keys.lease(job_id), events.channel(job_id)]
+            redis_keys += [keys.job(job_id), keys.lease(job_id), keys.events(job_id)]
             if job_id not in steps:
                 args += ["", "", "", ""]
                 continue
@@ -228,7 +228,7 @@ class Lifecycle:
             if notify and self.notices is not None:
                 delivery = self.notices.progress(record, view)
             args += [dump(progress), message]
-            args += [webhooks.delivery_key(delivery.id), delivery.dump()] if delivery else ["", ""]
+            args += [keys.webhook(delivery.id), delivery.dump()] if delivery else ["", ""]
         mine = cast(list[int], self._progress(keys=redis_keys, args=args))
         return {job_id for job_id, held_now in zip(jobs, mine, strict=True) if not held_now}
 
@@ -396,20 +396,20 @@ class Lifecycle:
         if delivery is not None:
             move["webhook"] = {
                 "id": delivery.id,
-                "key": webhooks.delivery_key(delivery.id),
+                "key": keys.webhook(delivery.id),
                 "body": delivery.dump(),
                 "ttl": str(webhooks.DELIVERY_TTL_S),
             }
         previous = self._move(
             keys=[
                 keys.job(record.id),
-                events.channel(record.id),
+                keys.events(record.id),
                 keys.RUNNING,
                 keys.lease(record.id),
                 keys.QUEUED,
                 self.queues.queue(record.model, record.priority).key,
                 Queue.redis_queues_keys,
-                webhooks.DUE,
+                keys.WEBHOOKS_DUE,
             ],
             args=[json.dumps(move, separators=(",", ":")), *rq_job],
         )

@@ -1,4 +1,4 @@
-"""The wire contract: job types, statuses and the parameters of each job type (API.md).
+"""The wire contract: job types, statuses and the parameters of each job type (`docs/api.md`).
 
 Image data (`image`, `mask`) never enters these models: the API stores input images and the
 job record only names them, so nothing large goes into Redis.
@@ -109,7 +109,8 @@ class LoraRef(_Strict):
 
 
 class JobParams(_Strict):
-    """Fields every job type takes. After `resolve` every optional field holds a value."""
+    """Fields every job type takes. After `app.service.JobService._resolve` every optional
+    field holds a value."""
 
     type: JobType
     model: str | None = Field(default=None, min_length=1, max_length=128)

@@ -1,6 +1,6 @@
 """RQ queues: what a job's RQ job holds, and where a job stands in its queue.
 
-Each model has one queue per priority (`keys.queues`). RQ's structures are written by
+Each model has one queue per priority (`keys.queue`). RQ's structures are written by
 `jobs.lifecycle`, in the same atomic step as the status move they go with (an enqueue, a
 give back, a recovery), from the fields `rq_job` computes with RQ's own `Job`.
 """

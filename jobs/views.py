@@ -1,4 +1,4 @@
-"""The Job object of API.md, rendered from a record (by the API, and for webhooks)."""
+"""The Job object of `docs/api.md`, rendered from a record (by the API, and for webhooks)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 Deliveries are written to Redis by whoever changes the job (worker or API) and sent by a
 dispatcher in each API replica, so a slow or failing receiver never holds up a job:
 
-- `latentq:webhooks:due` (sorted set) — delivery ids by the time they are due;
-- `latentq:webhook:<id>` — the delivery (url, event, body, attempts), expiring after a day.
+- `keys.WEBHOOKS_DUE` (sorted set) — delivery ids by the time they are due;
+- `keys.webhook(id)` — the delivery (url, event, body, attempts), expiring after a day.
 
 Each request carries `Webhook-Id`, `Webhook-Timestamp` (unix seconds), `Webhook-Event` and
 `Webhook-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
@@ -32,13 +32,7 @@ from jobs.records import JobRecord
 from jobs.storage import Storage
 from jobs.views import job_view
 
-DUE = f"{keys.PREFIX}:webhooks:due"
 DELIVERY_TTL_S = 24 * 3600
-EVENTS = ("start", "progress", "completed")
-
-
-def delivery_key(delivery_id: str) -> str:
-    return f"{keys.PREFIX}:webhook:{delivery_id}"
 
 
 # -- who may be called -----------------------------------------------------------------------
@@ -193,26 +187,26 @@ class Outbox:
 
     def claim(self) -> Delivery | None:
         now = time.time()
-        raw_id = self._claim(keys=[DUE], args=[now, now + self.lease_s])
+        raw_id = self._claim(keys=[keys.WEBHOOKS_DUE], args=[now, now + self.lease_s])
         if not raw_id:
             return None
         delivery_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-        raw = cast(bytes | None, self.redis.get(delivery_key(delivery_id)))
+        raw = cast(bytes | None, self.redis.get(keys.webhook(delivery_id)))
         if raw is None:  # expired: nothing left to send
-            self.redis.zrem(DUE, delivery_id)
+            self.redis.zrem(keys.WEBHOOKS_DUE, delivery_id)
             return None
         return Delivery(**json.loads(raw))
 
     def done(self, delivery: Delivery) -> None:
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(DUE, delivery.id)
-            pipe.delete(delivery_key(delivery.id))
+            pipe.zrem(keys.WEBHOOKS_DUE, delivery.id)
+            pipe.delete(keys.webhook(delivery.id))
             pipe.execute()
 
     def retry_at(self, delivery: Delivery, due: float) -> None:
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(delivery_key(delivery.id), delivery.dump(), ex=DELIVERY_TTL_S)
-            pipe.zadd(DUE, {delivery.id: due})
+            pipe.set(keys.webhook(delivery.id), delivery.dump(), ex=DELIVERY_TTL_S)
+            pipe.zadd(keys.WEBHOOKS_DUE, {delivery.id: due})
             pipe.execute()
 
 

@@ -10,7 +10,8 @@ stay in the API; the ones here need only the catalogue.
 
 from __future__ import annotations
 
-from jobs.catalog import SCHEDULER_MIN_STEPS, Catalog, ModelEntry
+from jobs.catalog import Catalog, ModelEntry
+from jobs.families import SCHEDULER_MIN_STEPS
 from jobs.protocol import AnyParams, Txt2ImgParams, Txt2VideoParams
 
 

@@ -3,7 +3,7 @@
 Two kinds of model: UNet models trained to predict noise (epsilon) or velocity (sd1, sdxl),
 and flow-matching transformers (sd3, flux, Wan video). A flow-matching model takes
 `flow_euler`, and `unipc` / `dpmpp_2m` in their flow-sigma form; which family takes which name
-is the catalogue's rule (`FamilyRules.schedulers` in `jobs.catalog.FAMILY_RULES`).
+is the catalogue's rule (`FamilyRules.schedulers` in `jobs.families.FAMILY_RULES`).
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.catalog import FAMILIES, FAMILY_RULES
-from tests.integration.helpers import fetch, noise_image, pixels, png_b64, run
+from jobs.families import FAMILIES, FAMILY_RULES
+from tests.images import noise_image, png_b64
+from tests.integration.helpers import fetch, pixels, run
 from tests.integration.services import own_service
 
 pytestmark = pytest.mark.integration

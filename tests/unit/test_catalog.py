@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.catalog import (
-    FAMILIES,
-    FAMILY_RULES,
-    SCHEDULER_NAMES,
-    Catalog,
-    CatalogError,
-    load_catalog,
-)
+from jobs.catalog import Catalog, CatalogError, load_catalog
+from jobs.families import FAMILIES, FAMILY_RULES, SCHEDULER_NAMES
 from jobs.protocol import JobType
 from tests.conftest import ROOT
 from worker.schedulers import FLOW_SCHEDULERS, SCHEDULERS

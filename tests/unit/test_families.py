@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.catalog import FAMILIES, FAMILY_RULES, ModelEntry
+from jobs.catalog import ModelEntry
+from jobs.families import FAMILIES, FAMILY_RULES
 from jobs.protocol import Padding, parse_params
 from worker.imaging import inpaint_canvas, outpaint_canvas
 

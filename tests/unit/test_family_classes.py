@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.catalog import FAMILIES, FAMILY_RULES
+from jobs.families import FAMILIES, FAMILY_RULES
 from worker.families import FAMILIES as CLASSES
 from worker.families import family_of
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.catalog import FAMILIES
+from jobs.families import FAMILIES
 from worker.runtime import choose_runtime, pick_device, xformers_importable
 
 

@@ -2,7 +2,7 @@
 
 `family_of` gives the class of a catalogue entry's ``family``; the warm models, the runtime
 choice and the prompt encoders ask it, and compare no family names themselves. The API's
-side of a family (its tasks, schedulers, defaults) is its `FamilyRules` in `jobs.catalog`,
+side of a family (its tasks, schedulers, defaults) is its `FamilyRules` in `jobs.families`,
 which the API reads without importing the worker; `FAMILIES` has exactly those names.
 
 Adding a family (README, "Adding a model family"): a module here with its class (override
@@ -12,7 +12,7 @@ what differs from `BaseFamily`, and its `tiny` builder), a line in `FAMILIES`, a
 
 from __future__ import annotations
 
-from jobs.catalog import FAMILY_RULES
+from jobs.families import FAMILY_RULES
 from worker.families.base import BaseFamily, Family
 from worker.families.chroma import Chroma
 from worker.families.flux import Flux

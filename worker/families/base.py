@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from PIL import Image
 
-from jobs.catalog import FAMILY_RULES, FamilyRules
+from jobs.families import FAMILY_RULES, FamilyRules
 
 
 class Family(Protocol):

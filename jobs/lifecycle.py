@@ -17,6 +17,9 @@ writes its log line and its metric. The moves, and who makes them:
     give_back    → queued     a worker that stops, or whose device broke (front of the queue)
     recover      → queued     a reaper: a running job whose lease ran out (or → failed,
                               `worker_lost`, at the poison limit); a queued job on no queue
+
+It runs past 400 lines on purpose: the moves share one script and one step (`_step`), and
+keeping every writer of a status in one file is what makes "one writer" checkable by reading.
 """
 
 from __future__ import annotations

@@ -26,6 +26,10 @@ The EMA weights are then saved to OUT as an fp16 ``StableDiffusionPipeline`` fol
 A run resumed with a larger ``--steps`` continues stage 4 on a cosine schedule over the new
 total, at the learning rates given now: the committed model is 8,000 steps at the defaults,
 then resumed to 14,000 with ``--lr 2.5e-4 --text-lr 1e-4`` (``make demo-model``).
+
+One file of about 600 lines, on purpose: it is a script read top to bottom, its stages in
+the order they run, sharing the run's arguments and work folder; the scene renderer, the
+judge and the model's parts are modules of their own beside it.
 """
 
 from __future__ import annotations

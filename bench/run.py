@@ -48,7 +48,8 @@ from bench.procs import (
     memory_mb,
     own_cpu_seconds,
     read_line,
-    wait_until,
+    wait_for,
+    workers_serving,
 )
 from bench.stats import Figures, Sample, compare, figures, same_image, summarize
 from jobs.catalog import Catalog, ModelEntry, load_catalog
@@ -322,22 +323,15 @@ class Service:
         folder = self.workdir / "redis"
         folder.mkdir(parents=True, exist_ok=True)
         socket_path = folder / "redis.sock"
-        args = [
-            shutil.which("redis-server") or "redis-server",
-            str(ROOT / "deploy" / "local" / "redis.conf"),
-            "--dir",
-            str(folder),
-        ]
+        options = [str(ROOT / "deploy" / "local" / "redis.conf"), "--dir", str(folder)]
         if len(str(socket_path)) < 100:  # the limit of a unix socket's path
-            args += ["--unixsocket", str(socket_path)]
+            options += ["--unixsocket", str(socket_path)]
             self.redis_url = f"unix://{socket_path}"
         else:
             port = free_port()
-            args += ["--port", str(port), "--bind", "127.0.0.1"]
+            options += ["--port", str(port), "--bind", "127.0.0.1"]
             self.redis_url = f"redis://127.0.0.1:{port}/0"
-        self.redis_proc = self.fleet.spawn("redis", args)
-        client = self.redis()
-        wait_until(lambda: bool(client.ping()), 15, "redis-server", self.redis_proc)
+        self.redis_proc = self.fleet.start_redis(self.redis_url, *options)
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
@@ -364,34 +358,18 @@ class Service:
         return env
 
     def start_api(self) -> None:
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
         # The command of deploy/local/run.sh.
-        args = [
-            PYTHON,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
+        self.api, self.base_url = self.fleet.start_api(
             "--proxy-headers",
             "--timeout-graceful-shutdown",
             "20",
-        ]
-        self.api = self.fleet.spawn("api", args, self.env())
-        wait_until(
-            lambda: httpx.get(f"{self.base_url}/readyz").status_code == 200,
-            60,
-            "the API",
-            self.api,
+            env=self.env(),
+            ready="/readyz",
+            timeout=60,
         )
 
     def workers_up(self) -> int:
-        models = httpx.get(f"{self.base_url}/v1/models").json()["data"]
-        return int(next((m["workers"] for m in models if m["id"] == self.entry.id), 0))
+        return workers_serving(self.base_url, self.entry.id)
 
     def start_workers(self, count: int, extra: dict[str, str] | None = None) -> None:
         self.stop_workers()
@@ -404,10 +382,8 @@ class Service:
                 **self.worker_env,
                 "LATENTQ_WORKER_NAME": f"bench-{self.generation}-{index}",
             }
-            self.workers.append(
-                self.fleet.spawn(f"worker-{self.generation}-{index}", [PYTHON, "-m", "worker"], env)
-            )
-        wait_until(lambda: self.workers_up() >= count, 180, f"{count} worker(s)", self.workers[-1])
+            self.workers.append(self.fleet.start_worker(f"worker-{self.generation}-{index}", env))
+        wait_for(lambda: self.workers_up() >= count, 180, f"{count} worker(s)", self.workers[-1])
 
     def stop_workers(self) -> None:
         for proc in self.workers:
@@ -416,7 +392,7 @@ class Service:
             self.fleet.stop(proc)
         self.workers = []
         if self.api is not None:
-            wait_until(lambda: self.workers_up() == 0, 30, "workers gone", None)
+            wait_for(lambda: self.workers_up() == 0, 30, "workers gone")
 
     def pids(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {"workers": [p.pid for p in self.workers]}
@@ -609,7 +585,7 @@ def naive_runs(
     ]
     proc = fleet.spawn("naive", command)
     try:
-        wait_until(
+        wait_for(
             lambda: httpx.get(f"{base_url}/healthz").json()["ok"] is True,
             120,
             "the naive server",

@@ -10,13 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.services import (
-    RedisServer,
-    Service,
-    free_port,
-    service_env,
-    write_catalog,
-)
+from bench.procs import free_port
+from tests.integration.services import RedisServer, Service, service_env, write_catalog
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -27,7 +27,7 @@ from tests.browser.playground import (
     stroke,
     wait_for_loaded_images,
 )
-from tests.integration.helpers import noise_image
+from tests.images import noise_image
 from tests.integration.services import Service
 
 pytestmark = pytest.mark.integration

@@ -28,11 +28,12 @@ import pytest
 from PIL import Image
 
 from app.auth import hash_key
+from bench.procs import free_port
 from jobs import keys
 from tests.containers.conftest import BuiltImages
 from tests.containers.engine import ROOT, WORKDIR, docker, ensure_test_image, run_tool
 from tests.deploy.helpers import compose_binary
-from tests.integration.services import free_port
+from tests.images import png_b64, solid
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -102,12 +103,6 @@ class Stack:
                 return
             time.sleep(1)
         raise TimeoutError(f"{count} workers not live after {timeout}s: {seen}")
-
-
-def png(size: tuple[int, int], color: tuple[int, int, int]) -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def submit(stack: Stack, body: dict[str, Any], wait: int = 0) -> dict[str, Any]:
@@ -197,7 +192,8 @@ def stack(images: BuiltImages) -> Iterator[Stack]:
 def test_every_job_type_through_nginx(stack: Stack) -> None:
     with stack.client() as api:
         (model,) = api.get("/v1/models").json()["data"]
-    image, mask = png((128, 128), (200, 40, 40)), png((128, 128), (255, 255, 255))
+    image = png_b64(solid((200, 40, 40), (128, 128)))
+    mask = png_b64(solid((255, 255, 255), (128, 128)))
     bodies = {
         "txt2img": {"width": 128, "height": 128},
         "img2img": {"image": image, "strength": 0.5},

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.procs import free_port
 from tests.deploy.helpers import DEPLOY, ROOT, run, tool
 
 CONF = DEPLOY / "nginx" / "nginx.conf"
@@ -85,13 +86,6 @@ def test_the_events_location_matches_only_event_streams() -> None:
 
 
 # ---- a real nginx on the loopback ----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class FakeApi(http.server.BaseHTTPRequestHandler):

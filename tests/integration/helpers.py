@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import time
 from typing import Any
@@ -45,17 +44,6 @@ def fetch(api: httpx.Client, url: str) -> tuple[Image.Image, httpx.Response]:
 def pixels(api: httpx.Client, job: dict[str, Any], index: int = 0) -> np.ndarray:
     image, _ = fetch(api, job["result"]["images"][index]["url"])
     return np.asarray(image.convert("RGB")).astype(np.int16)
-
-
-def png_b64(image: Image.Image) -> str:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return base64.b64encode(out.getvalue()).decode()
-
-
-def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
 
 
 def sse_events(api: httpx.Client, path: str, timeout: float = 60) -> list[tuple[str, Any]]:

@@ -3,112 +3,47 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
+from bench.procs import ROOT, Fleet, Proc, free_port, wait_for, workers_serving
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(
-    check: Callable[[], bool],
-    timeout: float,
-    what: str,
-    proc: subprocess.Popen[bytes] | None = None,
-    log: Path | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-4000:] if log and log.exists() else ""
-            raise RuntimeError(f"{what}: the process exited with {proc.returncode}\n{tail}")
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    tail = log.read_text()[-4000:] if log and log.exists() else ""
-    raise TimeoutError(f"{what} not ready after {timeout}s\n{tail}")
-
-
-@dataclass
-class Process:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def spawn(name: str, args: list[str], env: dict[str, str], logdir: Path) -> Process:
-    log = logdir / f"{name}.log"
-    handle = log.open("ab")
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    return Process(name, proc, log, env)
+QUIET = ("--log-level", "warning")
+"""uvicorn's options for the tests' API: warnings and errors only, no access log."""
 
 
 @dataclass
 class RedisServer:
     port: int
     workdir: Path
-    process: Process | None = None
+    process: Proc | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (make test installs it)")
-        self.process = spawn(
-            f"redis-{self.port}",
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.workdir),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-            ],
-            dict(os.environ),
-            self.workdir,
-        )
-        client = redis.Redis(port=self.port)
-        wait_for(
-            lambda: bool(client.ping()), 10, "redis-server", self.process.proc, self.process.log
+        fleet = Fleet(self.workdir, dict(os.environ), detach=False)
+        self.process = fleet.start_redis(
+            self.url,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            name=f"redis-{self.port}",
+            timeout=10,
         )
 
     def stop(self) -> None:
@@ -127,77 +62,46 @@ class Service:
     workdir: Path
     env: dict[str, str]
     api_port: int = 0
-    processes: list[Process] = field(default_factory=list)
+    processes: list[Proc] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def start_worker(self, name: str, **extra_env: str) -> Process:
-        env = {**self.env, "LATENTQ_WORKER_NAME": name, **extra_env}
-        process = spawn(name, [PYTHON, "-m", "worker"], env, self.workdir)
-        self.processes.append(process)
-        return process
+    @property
+    def fleet(self) -> Fleet:
+        """Starts processes into `processes`, with the service's environment."""
+        return Fleet(self.workdir, self.env, self.processes, detach=False)
 
-    def start_api(self, timeout: float = 30) -> Process:
-        process, base_url = start_api(self.env, self.workdir, timeout=timeout)
+    def start_worker(self, name: str, **extra_env: str) -> Proc:
+        return self.fleet.start_worker(name, extra_env)
+
+    def start_api(self, timeout: float = 30) -> Proc:
+        process, base_url = self.fleet.start_api(*QUIET, timeout=timeout)
         self.api_port = int(base_url.rsplit(":", 1)[1])
-        self.processes.append(process)
         return process
 
     def wait_for_workers(self, model: str, count: int, timeout: float = 120) -> None:
-        def ready() -> bool:
-            models = httpx.get(f"{self.base_url}/v1/models").json()["data"]
-            return any(m["id"] == model and m["workers"] >= count for m in models)
-
         worker = next((p for p in reversed(self.processes) if p.name != "api"), None)
         wait_for(
-            ready,
+            lambda: workers_serving(self.base_url, model) >= count,
             timeout,
             f"{count} worker(s) for {model}",
-            worker.proc if worker else None,
-            worker.log if worker else None,
+            worker,
         )
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
-        self.processes.clear()
+        self.fleet.stop_all()
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.log.read_text()[-3000:]}" for p in self.processes if p.log.exists()
-        )
+        return "\n".join(f"--- {p.name}\n{p.tail()}" for p in self.processes if p.log.exists())
 
 
 def start_api(
     env: dict[str, str], workdir: Path, name: str = "api", timeout: float = 30
-) -> tuple[Process, str]:
+) -> tuple[Proc, str]:
     """An API replica (uvicorn) on a free loopback port, once it answers; and its URL."""
-    port = free_port()
-    args = [
-        PYTHON,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "app.main:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    process = spawn(name, args, env, workdir)
-    base_url = f"http://127.0.0.1:{port}"
-    wait_for(
-        lambda: httpx.get(f"{base_url}/healthz").status_code == 200,
-        timeout,
-        name,
-        process.proc,
-        process.log,
-    )
-    return process, base_url
+    return Fleet(workdir, env, detach=False).start_api(*QUIET, name=name, timeout=timeout)
 
 
 def write_catalog(path: Path, model_dir: Path) -> Path:
@@ -272,9 +176,6 @@ def own_service(
     finally:
         svc.stop()
         server.stop()
-
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager

@@ -13,15 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.procs import free_port
 from tests.integration.helpers import pixels, submit, wait
-from tests.integration.services import (
-    RedisServer,
-    Service,
-    free_port,
-    own_service,
-    service_env,
-    write_catalog,
-)
+from tests.integration.services import RedisServer, Service, own_service, service_env, write_catalog
 
 pytestmark = pytest.mark.integration
 

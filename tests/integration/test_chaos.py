@@ -16,16 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.procs import Proc, free_port, wait_for
 from tests.integration.helpers import submit, wait
-from tests.integration.services import (
-    Process,
-    RedisServer,
-    Service,
-    free_port,
-    service_env,
-    wait_for,
-    write_catalog,
-)
+from tests.integration.services import RedisServer, Service, service_env, write_catalog
 
 pytestmark = pytest.mark.slow
 
@@ -64,8 +57,8 @@ def chaos(tmp_path: Path, tiny_model: Path) -> Iterator[Service]:
         server.stop()
 
 
-def worker_named(svc: Service, name: str) -> Process:
-    return next(p for p in svc.processes if p.name == name and p.proc.poll() is None)
+def worker_named(svc: Service, name: str) -> Proc:
+    return next(p for p in svc.processes if p.name == name and p.popen.poll() is None)
 
 
 def running_on(
@@ -111,7 +104,7 @@ def test_killed_workers_lose_no_job(chaos: Service, capsys: pytest.CaptureFixtur
             ]
             victim = running_on(api, job["id"])
             killed_at = time.time()
-            os.kill(worker_named(chaos, victim).proc.pid, signal.SIGKILL)
+            os.kill(worker_named(chaos, victim).popen.pid, signal.SIGKILL)
             chaos.start_worker(f"w{spare}")  # as a supervisor would
             spare += 1
             deadline = time.monotonic() + 60
@@ -150,7 +143,7 @@ def test_a_job_that_keeps_losing_workers_fails_as_worker_lost(chaos: Service) ->
         victims: set[str] = set()
         for _ in range(3):  # the poison limit of this service
             victim = running_on(api, job["id"], not_on=victims)
-            os.kill(worker_named(chaos, victim).proc.pid, signal.SIGKILL)
+            os.kill(worker_named(chaos, victim).popen.pid, signal.SIGKILL)
             victims.add(victim)
         ended = wait(api, job["id"], timeout=30)
         assert ended["attempts"] == 3
@@ -175,7 +168,7 @@ def test_default_lease_notices_a_kill_within_30_seconds(
             job = submit(api, **{**LONG, "steps": 60})
             victim = running_on(api, job["id"])
             killed_at = time.time()
-            os.kill(worker_named(svc, victim).proc.pid, signal.SIGKILL)
+            os.kill(worker_named(svc, victim).popen.pid, signal.SIGKILL)
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline:
                 current = api.get(f"/v1/jobs/{job['id']}").json()
@@ -203,8 +196,8 @@ def test_sigterm_drains_the_running_job_and_exits_0(chaos: Service) -> None:
         job = submit(api, **LONG)
         queued = submit(api, type="txt2img", prompt="waiting", steps=2)
         running_on(api, job["id"])
-        worker.proc.send_signal(signal.SIGTERM)
-        assert worker.proc.wait(60) == 0
+        worker.popen.send_signal(signal.SIGTERM)
+        assert worker.popen.wait(60) == 0
         assert api.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
         # It took no new job: the next one waits for another worker.
         assert api.get(f"/v1/jobs/{queued['id']}").json()["status"] == "queued"
@@ -218,8 +211,8 @@ def test_sigterm_past_the_grace_gives_the_job_back(chaos: Service) -> None:
     with httpx.Client(base_url=chaos.base_url, timeout=30) as api:
         job = submit(api, **{**LONG, "steps": 150})
         running_on(api, job["id"])
-        worker.proc.send_signal(signal.SIGTERM)
-        assert worker.proc.wait(30) == 0
+        worker.popen.send_signal(signal.SIGTERM)
+        assert worker.popen.wait(30) == 0
         current = api.get(f"/v1/jobs/{job['id']}").json()
         assert current["status"] == "queued" and current["queue_position"] == 1
         chaos.start_worker("takes-over")
@@ -229,7 +222,7 @@ def test_sigterm_past_the_grace_gives_the_job_back(chaos: Service) -> None:
 def killed_at_point(svc: Service, api: httpx.Client, point: str, job_id: str) -> float:
     """Wait for the worker that was told to kill itself at `point` to do so; when it died."""
     victim = worker_named(svc, "victim")
-    assert victim.proc.wait(60) == -signal.SIGKILL, f"the worker did not die at {point}"
+    assert victim.popen.wait(60) == -signal.SIGKILL, f"the worker did not die at {point}"
     died_at = time.time()
     assert f"killing this worker at {point}" in victim.log.read_text()
     return died_at
@@ -252,7 +245,7 @@ def test_a_worker_killed_at_each_point_of_a_move_loses_no_job(
         job = submit(api, **({**LONG, "steps": 150} if stopping else LONG))
         if stopping:
             running_on(api, job["id"])
-            worker_named(chaos, "victim").proc.send_signal(signal.SIGTERM)
+            worker_named(chaos, "victim").popen.send_signal(signal.SIGTERM)
         died_at = killed_at_point(chaos, api, point, job["id"])
         stranded = api.get(f"/v1/jobs/{job['id']}").json()
         if point == "after_pop":
@@ -299,7 +292,7 @@ def test_queued_jobs_survive_a_redis_restart(chaos: Service) -> None:
         chaos.redis.stop()
         chaos.redis.start()
         later = wait(api, submit(api, type="txt2img", prompt="later", steps=2)["id"], 60)
-        assert later["status"] == "succeeded" and worker.proc.poll() is None
+        assert later["status"] == "succeeded" and worker.popen.poll() is None
 
 
 def test_a_worker_recycles_itself_after_n_jobs(chaos: Service) -> None:
@@ -308,7 +301,7 @@ def test_a_worker_recycles_itself_after_n_jobs(chaos: Service) -> None:
     chaos.wait_for_workers("tiny", 1)
     with httpx.Client(base_url=chaos.base_url, timeout=30) as api:
         ids = [submit(api, type="txt2img", prompt=f"recycle {i}", steps=2)["id"] for i in range(3)]
-        assert worker.proc.wait(60) == 0
+        assert worker.popen.wait(60) == 0
         statuses = [api.get(f"/v1/jobs/{job_id}").json()["status"] for job_id in ids]
         assert statuses == ["succeeded", "succeeded", "queued"]
         chaos.start_worker("fresh")  # as its supervisor would

@@ -22,7 +22,7 @@ from latentq_client import (
     ProgressUpdate,
 )
 from latentq_client.cli import main
-from tests.integration.helpers import noise_image
+from tests.images import noise_image, png
 from tests.integration.services import Service
 
 FAST: dict[str, Any] = {"steps": 3, "guidance_scale": 5.0}
@@ -34,12 +34,6 @@ SLOW: dict[str, Any] = {"width": 256, "height": 256, "steps": 60}
 def client(service: Service) -> Iterator[Client]:
     with Client(service.base_url, timeout=60) as client:
         yield client
-
-
-def png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 def test_generate_and_wait_give_images_of_the_size_and_seed(client: Client) -> None:

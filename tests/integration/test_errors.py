@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 from typing import Any
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.integration.helpers import noise_image, png_b64
+from tests.images import encoded, noise_image, png_b64
 
 IMAGE = png_b64(noise_image(64, 64))
 MASK = png_b64(Image.new("L", (64, 64), 255))
@@ -32,12 +31,6 @@ def envelope(
     if param != "any":
         assert error["param"] == param, error
     return error
-
-
-def encoded(image: Image.Image, fmt: str) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format=fmt)
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 BAD_BODIES: list[tuple[str, dict[str, Any], int, str | None]] = [
@@ -158,7 +151,7 @@ BAD_BODIES: list[tuple[str, dict[str, Any], int, str | None]] = [
         {
             "type": "inpaint",
             "prompt": "x",
-            "image": encoded(noise_image(64, 64), "GIF"),
+            "image": base64.b64encode(encoded(noise_image(64, 64), "GIF")).decode(),
             "mask": MASK,
         },
         415,
@@ -318,13 +311,11 @@ def test_oversized_streamed_body_is_413(api: httpx.Client) -> None:
 
 def test_decompression_bomb_is_413(api: httpx.Client) -> None:
     bomb = Image.new("L", (12000, 12000))
-    buf = io.BytesIO()
-    bomb.save(buf, format="PNG", optimize=True)
     body = {
         "type": "outpaint",
         "prompt": "x",
         "outpaint": {"left": 8},
-        "image": base64.b64encode(buf.getvalue()).decode(),
+        "image": base64.b64encode(encoded(bomb, "PNG", optimize=True)).decode(),
     }
     envelope(api.post("/v1/jobs", json=body), 413, "image")
 

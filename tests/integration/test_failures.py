@@ -11,18 +11,13 @@ import pytest
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from bench.procs import free_port
 from jobs import keys
-from jobs.protocol import JobStatus, JobType, new_job_id, utcnow
 from jobs.records import JobRecord, Progress, encode
-from tests.integration.helpers import noise_image, png_b64, submit, wait
-from tests.integration.services import (
-    RedisServer,
-    Service,
-    free_port,
-    own_service,
-    service_env,
-    write_catalog,
-)
+from tests.images import noise_image, png_b64
+from tests.integration.helpers import submit, wait
+from tests.integration.services import RedisServer, Service, own_service, service_env, write_catalog
+from tests.records import job_record
 
 
 def enqueue_raw(service: Service, record: JobRecord) -> None:
@@ -39,33 +34,14 @@ def enqueue_raw(service: Service, record: JobRecord) -> None:
         pipe.execute()
 
 
-def record(**fields: object) -> JobRecord:
-    base: dict[str, object] = {
-        "id": new_job_id(),
-        "type": JobType.TXT2IMG,
-        "model": "tiny",
-        "status": JobStatus.QUEUED,
-        "created_at": utcnow(),
-        "progress": Progress(step=0, total_steps=2),
-        "params": {
-            "type": "txt2img",
-            "model": "tiny",
-            "prompt": "x",
-            "steps": 2,
-            "seed": 1,
-            "width": 64,
-            "height": 64,
-            "scheduler": "euler",
-            "guidance_scale": 5.0,
-        },
-    }
-    return JobRecord.model_validate({**base, **fields})
-
-
 def test_invalid_params_in_the_queue_fail_the_job_not_the_worker(
     api: httpx.Client, service: Service
 ) -> None:
-    bad = record(params={"type": "txt2img", "model": "tiny", "prompt": "x", "steps": 999})
+    bad = job_record(
+        {"type": "txt2img", "model": "tiny", "prompt": "x", "steps": 999},
+        model="tiny",
+        progress=Progress(step=0, total_steps=2),
+    )
     enqueue_raw(service, bad)
     job = wait(api, bad.id)
     assert job["status"] == "failed" and job["error"]["code"] == "invalid_input"
@@ -76,10 +52,8 @@ def test_invalid_params_in_the_queue_fail_the_job_not_the_worker(
 
 
 def test_lost_input_fails_the_job(api: httpx.Client, service: Service) -> None:
-    lost = record(
-        type=JobType.OUTPAINT,
-        inputs={"image": "jobs/j_gone/input-image.png"},
-        params={
+    lost = job_record(
+        {
             "type": "outpaint",
             "model": "tiny",
             "prompt": "x",
@@ -89,6 +63,9 @@ def test_lost_input_fails_the_job(api: httpx.Client, service: Service) -> None:
             "scheduler": "euler",
             "guidance_scale": 5.0,
         },
+        model="tiny",
+        progress=Progress(step=0, total_steps=2),
+        inputs={"image": "jobs/j_gone/input-image.png"},
     )
     enqueue_raw(service, lost)
     job = wait(api, lost.id)
@@ -225,9 +202,9 @@ def test_sigterm_to_the_api_lets_in_flight_requests_finish(
     caller = threading.Thread(target=hold)
     caller.start()
     time.sleep(1.0)
-    process.proc.send_signal(signal.SIGTERM)
+    process.popen.send_signal(signal.SIGTERM)
     caller.join(60)
     # uvicorn shuts down gracefully, then re-raises the signal it got.
-    assert process.proc.wait(30) in (0, -signal.SIGTERM)
+    assert process.popen.wait(30) in (0, -signal.SIGTERM)
     assert answers and answers[0].status_code == 200, answers
     assert answers[0].json()["status"] == "succeeded"

@@ -17,14 +17,8 @@ import pytest
 import redis
 
 from app.auth import hash_key
-from tests.integration.services import (
-    RedisServer,
-    free_port,
-    service_env,
-    start_api,
-    wait_for,
-    write_catalog,
-)
+from bench.procs import free_port, wait_for
+from tests.integration.services import RedisServer, service_env, start_api, write_catalog
 
 ALICE, BOB = "lq_alice-fair-0123456789", "lq_bob-fair-0123456789"
 ADMIN_KEY = "lq_root-fair-0123456789"
@@ -202,8 +196,8 @@ def test_the_holds_of_a_replica_that_dies_expire(
                 assert next(lines).startswith("event: state")
                 streams.append((stream, lines))
             assert holds(port, "bob") == STREAMS
-            process.proc.kill()
-            process.proc.wait()
+            process.popen.kill()
+            process.popen.wait()
         with client(base, BOB) as bob:
             assert bob.get(f"/v1/jobs/{job_id}/events").status_code == 429
             killed = time.monotonic()

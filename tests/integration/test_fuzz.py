@@ -23,7 +23,7 @@ ST = str(Path(sys.executable).with_name("st"))
 def test_no_generated_request_gets_a_server_error(
     redis_server: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.integration.services import ROOT
+    from bench.procs import ROOT
 
     env = {
         "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",

@@ -18,11 +18,12 @@ import pytest
 from app.main import build_state
 from app.service import Accepted, JobService, Submission
 from app.settings import AppSettings
+from bench.procs import free_port
 from jobs.errors import LatentqError
 from jobs.idempotency import IdempotencyKeys
 from jobs.storage import LocalStorage
-from tests.integration.helpers import noise_image, png_b64
-from tests.integration.services import RedisServer, free_port, write_catalog
+from tests.images import noise_image, png_b64
+from tests.integration.services import RedisServer, write_catalog
 
 
 class SlowStorage(LocalStorage):

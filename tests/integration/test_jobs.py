@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from urllib.parse import unquote
@@ -14,15 +13,8 @@ from PIL import Image
 
 from jobs.settings import Settings
 from jobs.storage import FILES_ROUTE, LocalStorage
-from tests.integration.helpers import (
-    fetch,
-    noise_image,
-    pixels,
-    png_b64,
-    run,
-    submit,
-    wait,
-)
+from tests.images import noise_image, png, png_b64
+from tests.integration.helpers import fetch, pixels, run, submit, wait
 from tests.integration.services import Service
 
 FAST = {"steps": 3, "guidance_scale": 5.0}
@@ -193,9 +185,7 @@ def test_multipart_submit(api: httpx.Client) -> None:
     mask.paste(255, (0, 0, 32, 32))
     files = {}
     for name, image in (("image", original), ("mask", mask)):
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        files[name] = (f"{name}.png", buf.getvalue(), "image/png")
+        files[name] = (f"{name}.png", png(image), "image/png")
     params = {"type": "inpaint", "prompt": "multipart", "seed": 2, "mask_blur": 0, **FAST}
     response = api.post("/v1/jobs", data={"params": json.dumps(params)}, files=files)
     assert response.status_code == 202, response.text

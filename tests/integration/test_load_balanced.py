@@ -29,19 +29,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procs import Proc, answers, free_port, spawn, wait_for, workers_serving
 from tests.deploy.helpers import DEPLOY, tool
 from tests.integration.helpers import wait
-from tests.integration.services import (
-    PYTHON,
-    Process,
-    RedisServer,
-    Service,
-    free_port,
-    service_env,
-    spawn,
-    wait_for,
-    write_catalog,
-)
+from tests.integration.services import QUIET, RedisServer, Service, service_env, write_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +96,7 @@ def nginx_config(prefix: Path, port: int, upstreams: list[str]) -> str:
     return text
 
 
-def start_nginx(prefix: Path, port: int, upstreams: list[str]) -> Process:
+def start_nginx(prefix: Path, port: int, upstreams: list[str]) -> Proc:
     """nginx in the foreground as one process (under root a master hands requests to workers
     running as `nobody`, which may not reach the temp paths inside pytest's private tmp dir).
     Not yet ready when this returns: see `wait_for_nginx`."""
@@ -116,21 +107,8 @@ def start_nginx(prefix: Path, port: int, upstreams: list[str]) -> Process:
     return spawn("nginx", args, dict(os.environ), prefix)
 
 
-def answers(url: str) -> Callable[[], bool]:
-    return lambda: httpx.get(url).status_code == 200
-
-
-def wait_for_nginx(process: Process, url: str) -> None:
-    wait_for(answers(f"{url}/nginx-health"), 15, "nginx", process.proc, process.log)
-
-
-def start_replica(service: Service, name: str) -> tuple[Process, int]:
-    port = free_port()
-    args = [PYTHON, "-m", "uvicorn", "--factory", "app.main:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    process = spawn(name, args, service.env, service.workdir)
-    service.processes.append(process)  # stopped with the service, whatever happens next
-    return process, port
+def wait_for_nginx(process: Proc, url: str) -> None:
+    wait_for(answers(f"{url}/nginx-health"), 15, "nginx", process)
 
 
 @pytest.fixture(scope="module")
@@ -144,23 +122,20 @@ def cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     catalog = write_catalog(workdir / "models.toml", tiny_model)
     env = service_env(redis_server.url, workdir / "data", catalog, LATENTQ_PUBLIC_URL=nginx_url)
     service = Service(redis=redis_server, workdir=workdir, env=env)
-    nginx: Process | None = None
+    nginx: Proc | None = None
     try:
         redis_server.start()
         worker = service.start_worker("worker-lb", LATENTQ_MODELS="tiny")
-        # Both replicas start while the worker loads its model.
-        replicas = [start_replica(service, "api-a"), start_replica(service, "api-b")]
-        for process, port in replicas:
-            wait_for(answers(f"http://127.0.0.1:{port}/healthz"), 30, process.name, process.proc,
-                     process.log)  # fmt: skip
-        first = f"http://127.0.0.1:{replicas[0][1]}"
-
-        def worker_ready() -> bool:
-            models = httpx.get(f"{first}/v1/models").json()["data"]
-            return any(m["id"] == "tiny" and m["workers"] >= 1 for m in models)
-
-        wait_for(worker_ready, 120, "the worker", worker.proc, worker.log)
-        upstreams = [f"127.0.0.1:{port}" for _, port in replicas]
+        # Both replicas start while the worker loads its model; the service stops them,
+        # whatever happens next.
+        replicas = [
+            service.fleet.start_api(*QUIET, name=name, ready=None) for name in ("api-a", "api-b")
+        ]
+        for process, url in replicas:
+            wait_for(answers(f"{url}/healthz"), 30, process.name, process)
+        first = replicas[0][1]
+        wait_for(lambda: workers_serving(first, "tiny") >= 1, 120, "the worker", worker)
+        upstreams = [url.removeprefix("http://") for _, url in replicas]
         nginx = start_nginx(workdir / "nginx", nginx_port, upstreams)
         wait_for_nginx(nginx, nginx_url)
         yield Cluster(

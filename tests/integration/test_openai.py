@@ -12,7 +12,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.integration.helpers import noise_image
+from tests.images import noise_image, png
 from tests.integration.services import Service
 
 
@@ -118,12 +118,10 @@ def test_edit_sizes_out_of_range_are_refused_at_once(
     gigabytes), and the replica keeps answering meanwhile."""
     rgba = noise_image(64, 64, seed=23).convert("RGBA")
     rgba.paste((0, 0, 0, 0), (0, 0, 32, 32))
-    out = io.BytesIO()
-    rgba.save(out, format="PNG")
     response = api.post(
         "/v1/images/edits",
         data={"prompt": "x", "size": size},
-        files={"image": ("image.png", out.getvalue(), "image/png")},
+        files={"image": ("image.png", png(rgba), "image/png")},
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "size"

@@ -15,12 +15,13 @@ from rq.serializers import JSONSerializer
 from jobs import keys
 from jobs.errors import FailureCode
 from jobs.lifecycle import Lifecycle, Move
-from jobs.protocol import JobStatus, JobType, Txt2ImgParams, new_job_id, utcnow
+from jobs.protocol import JobStatus, Txt2ImgParams, new_job_id
 from jobs.queueing import JobQueues
 from jobs.records import JobRecord, JobStore, Progress, UnreadableParams
 from jobs.storage import LocalStorage
-from jobs.webhooks import DUE, Notices, delivery_key
+from jobs.webhooks import Notices
 from tests.integration.services import RedisServer
+from tests.records import TXT2IMG, job_record
 
 DB = 3
 
@@ -40,21 +41,8 @@ def lifecycle(redis_server: RedisServer, moves: list[Move]) -> Iterator[Lifecycl
     connection.flushdb()
 
 
-def new_record(**params: object) -> JobRecord:
-    return JobRecord(
-        id=new_job_id(),
-        type=JobType.TXT2IMG,
-        model="m",
-        status=JobStatus.QUEUED,
-        created_at=utcnow(),
-        progress=Progress(step=0, total_steps=4),
-        params={"type": "txt2img", "prompt": "p", **params},
-        timeout_s=30,
-    )
-
-
 def queued(lifecycle: Lifecycle, **params: object) -> JobRecord:
-    record = new_record(**params)
+    record = job_record({**TXT2IMG, **params}, timeout_s=30)
     lifecycle.enqueue(record)
     return record
 
@@ -77,7 +65,7 @@ def test_a_record_round_trips_typed_and_expires(lifecycle: Lifecycle) -> None:
 
 
 def test_params_that_do_not_validate_leave_the_record_readable(lifecycle: Lifecycle) -> None:
-    record = new_record(steps=999)
+    record = job_record({**TXT2IMG, "steps": 999}, timeout_s=30)
     assert isinstance(record.params, UnreadableParams)
     assert "steps" in record.params.problem
     lifecycle.enqueue(record)
@@ -155,7 +143,7 @@ def test_moves_are_timestamped_and_terminal_is_final(
 
 
 def test_a_missing_record_never_moves(lifecycle: Lifecycle) -> None:
-    ghost = new_record()
+    ghost = job_record(timeout_s=30)
     assert lifecycle.start(ghost, "w1") is None
     assert lifecycle.cancel(ghost) is None
     assert lifecycle.redis.keys("latentq:job:*") == []
@@ -210,8 +198,8 @@ def test_a_move_writes_its_webhook_in_the_same_step(lifecycle: Lifecycle, tmp_pa
         assert lifecycle.start(record, "w1") is not None
     assert lifecycle.cancel(hooked) is JobStatus.RUNNING
     assert lifecycle.cancel(plain) is JobStatus.RUNNING
-    due = [i.decode() for i in lifecycle.redis.zrange(DUE, 0, -1)]
-    bodies = [json.loads(json.loads(lifecycle.redis.get(delivery_key(i)))["body"]) for i in due]
+    due = [i.decode() for i in lifecycle.redis.zrange(keys.WEBHOOKS_DUE, 0, -1)]
+    bodies = [json.loads(json.loads(lifecycle.redis.get(keys.webhook(i)))["body"]) for i in due]
     assert [(b["event"], b["job"]["id"], b["job"]["status"]) for b in bodies] == [
         ("start", hooked.id, "running"),
         ("completed", hooked.id, "canceled"),

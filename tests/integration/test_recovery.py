@@ -14,13 +14,14 @@ import redis
 
 from jobs import keys
 from jobs.lifecycle import LOST, REQUEUED, Lifecycle, Move
-from jobs.protocol import JobStatus, JobType, Priority, new_job_id, utcnow
+from jobs.protocol import JobStatus, Priority
 from jobs.queueing import JobQueues
-from jobs.records import JobRecord, JobStore, Progress
+from jobs.records import JobRecord, JobStore
 from jobs.recovery import Reaper
 from jobs.storage import LocalStorage
-from jobs.webhooks import DUE, Notices, delivery_key
+from jobs.webhooks import Notices
 from tests.integration.services import RedisServer
+from tests.records import TXT2IMG, job_record
 
 DB = 5
 
@@ -39,15 +40,7 @@ def reaper(lifecycle: Lifecycle, poison_limit: int = 2, adrift_after_s: float = 
 
 
 def queued_job(lifecycle: Lifecycle, **params: object) -> JobRecord:
-    record = JobRecord(
-        id=new_job_id(),
-        type=JobType.TXT2IMG,
-        model="tiny",
-        status=JobStatus.QUEUED,
-        created_at=utcnow(),
-        progress=Progress(step=0, total_steps=4),
-        params={"type": "txt2img", "prompt": "p", "priority": "normal", **params},
-    )
+    record = job_record({**TXT2IMG, "priority": "normal", **params}, model="tiny")
     lifecycle.enqueue(record)
     return record
 
@@ -125,8 +118,8 @@ def test_a_lost_job_is_requeued_at_the_front_then_failed(
     recovered = [(m.after.id, m.after.status) for m in moves if m.name == "recover"]
     assert recovered == [(job_id, JobStatus.QUEUED), (job_id, JobStatus.FAILED)]
     # The failure's webhook went out with the move.
-    (delivery_id,) = lifecycle.redis.zrange(DUE, 0, -1)
-    raw = lifecycle.redis.get(delivery_key(delivery_id.decode()))
+    (delivery_id,) = lifecycle.redis.zrange(keys.WEBHOOKS_DUE, 0, -1)
+    raw = lifecycle.redis.get(keys.webhook(delivery_id.decode()))
     body = json.loads(json.loads(raw)["body"])
     assert body["event"] == "completed" and body["job"]["status"] == "failed"
 

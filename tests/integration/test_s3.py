@@ -17,15 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.procs import free_port
 from jobs.storage import S3Storage
-from tests.integration.helpers import noise_image, png_b64, run
-from tests.integration.services import (
-    RedisServer,
-    Service,
-    free_port,
-    service_env,
-    write_catalog,
-)
+from tests.images import noise_image, png_b64
+from tests.integration.helpers import run
+from tests.integration.services import RedisServer, Service, service_env, write_catalog
 
 BUCKET = "latentq-images"
 CREDENTIALS = {

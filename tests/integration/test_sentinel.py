@@ -12,7 +12,6 @@ lost (acknowledged, then never found or never finished) and run twice — with t
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import threading
 import time
@@ -26,16 +25,8 @@ import httpx
 import pytest
 import redis
 
-from tests.integration.services import (
-    Process,
-    RedisServer,
-    Service,
-    free_port,
-    service_env,
-    spawn,
-    wait_for,
-    write_catalog,
-)
+from bench.procs import Proc, free_port, redis_binary, spawn, wait_for
+from tests.integration.services import RedisServer, Service, service_env, write_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -52,7 +43,7 @@ class SentinelSet:
 
     workdir: Path
     primary: RedisServer | None = None
-    processes: list[Process] = field(default_factory=list)
+    processes: list[Proc] = field(default_factory=list)
     sentinel_ports: list[int] = field(default_factory=list)
 
     def start(self) -> None:
@@ -137,13 +128,6 @@ class SentinelSet:
             self.primary.stop()
 
 
-def redis_binary(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/bin:/usr/sbin")
-    if found is None:
-        pytest.fail(f"{name} is not installed: apt-get install {name} (make test does)")
-    return found
-
-
 @dataclass
 class Submit:
     at: float
@@ -224,7 +208,7 @@ def test_primary_killed_under_load(
         time.sleep(KILL_AFTER_S)
         killed_at = time.monotonic()
         assert sentinels.primary.process is not None
-        sentinels.primary.process.proc.kill()
+        sentinels.primary.process.popen.kill()
         client.join()
         assert sentinels.primary_port() != old_primary, "the Sentinels promoted the replica"
 
@@ -282,6 +266,6 @@ def test_primary_killed_under_load(
             assert figures["lost"] == 0
             assert figures["succeeded"] == len(accepted)
         for worker in workers:
-            assert worker.proc.poll() is None, f"{worker.name} died:\n{service.logs()}"
+            assert worker.popen.poll() is None, f"{worker.name} died:\n{service.logs()}"
     finally:
         service.stop()

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from bench.quality import mask_for, one_shape_scenes, other_shape
-from tests.integration.helpers import fetch, png_b64, run
+from tests.images import png_b64
+from tests.integration.helpers import fetch, run
 from tests.integration.services import shapes_service
 from worker.shapes.judge import classify, judge, score
 from worker.shapes.scenes import COLOURS, SIZE, prompt, render

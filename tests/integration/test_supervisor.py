@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -23,7 +22,8 @@ import httpx
 import pytest
 import redis
 
-from tests.integration.services import ROOT, free_port, service_env, wait_for, write_catalog
+from bench.procs import ROOT, Proc, answers, free_port, spawn, wait_for
+from tests.integration.services import service_env, write_catalog
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +34,8 @@ KILLS = 10
 class Launcher:
     """`deploy/local/run.sh` in a process group of its own, as a terminal runs it."""
 
-    proc: subprocess.Popen[bytes]
+    process: Proc
     var: Path
-    output: Path
     base_url: str
     seen: set[int] = field(default_factory=set)
     """Every process the launcher started, as far as the tests looked."""
@@ -47,7 +46,7 @@ class Launcher:
         return pid
 
     def text(self) -> str:
-        return self.output.read_text(errors="replace")
+        return self.process.log.read_text(errors="replace")
 
     def redis(self) -> redis.Redis:
         return redis.Redis(unix_socket_path=str(self.var / "redis" / "redis.sock"))
@@ -59,7 +58,7 @@ class Launcher:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == self.proc.pid:
+            if int(fields[1]) == self.process.pid:
                 found.add(int(stat.parent.name))
         self.seen |= found
         return found
@@ -73,11 +72,11 @@ class Launcher:
         (SIGTERM to the launcher) does, and check that nothing it started is left."""
         self.children()
         if signum == signal.SIGINT:
-            os.killpg(self.proc.pid, signal.SIGINT)
+            os.killpg(self.process.pid, signal.SIGINT)
         else:
-            self.proc.send_signal(signum)
-        self.proc.wait(timeout)
-        assert self.proc.returncode == 128 + signum, self.text()[-3000:]
+            self.process.popen.send_signal(signum)
+        self.process.popen.wait(timeout)
+        assert self.process.popen.returncode == 128 + signum, self.text()[-3000:]
         assert not alive(self.seen), f"left running: {alive(self.seen)}"
         assert "[supervise] stopped" in self.text()
 
@@ -109,35 +108,21 @@ def launch(tmp_path: Path, tiny_model: Path) -> Iterator[Callable[..., Launcher]
         env["WORKERS"] = str(workers)
         port = free_port()
         env["PORT"] = str(port)
-        output = tmp_path / "terminal.log"
-        proc = subprocess.Popen(
-            [str(ROOT / "deploy" / "local" / "run.sh")],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        launcher = Launcher(proc, var, output, f"http://127.0.0.1:{port}")
+        run_sh = [str(ROOT / "deploy" / "local" / "run.sh")]
+        process = spawn("terminal", run_sh, env, tmp_path, detach=True)
+        launcher = Launcher(process, var, f"http://127.0.0.1:{port}")
         launched.append(launcher)
-        wait_for(
-            lambda: httpx.get(f"{launcher.base_url}/healthz").status_code == 200,
-            60,
-            "the API under run.sh",
-            proc,
-            output,
-        )
+        wait_for(answers(f"{launcher.base_url}/healthz"), 60, "the API under run.sh", process)
         if wait_for_worker:
-            wait_for(lambda: launcher.workers() >= workers, 180, "the workers", proc, output)
+            wait_for(lambda: launcher.workers() >= workers, 180, "the workers", process)
         return launcher
 
     yield start
     for launcher in launched:
-        if launcher.proc.poll() is None:
+        if launcher.process.alive():
             launcher.children()
-            launcher.proc.kill()
-            launcher.proc.wait()
+            launcher.process.popen.kill()
+            launcher.process.popen.wait()
         for pid in alive(launcher.seen):
             os.kill(pid, signal.SIGKILL)
 
@@ -264,20 +249,20 @@ def test_worker_killed_mid_job_ten_times_loses_no_job(launch: Callable[..., Laun
 
     # Redis and the API are started again too; queued jobs survive Redis (AOF).
     os.kill(stack.pid("redis"), signal.SIGKILL)
-    wait_for(lambda: api.get("/readyz").status_code == 200, 60, "redis again", stack.proc)
+    wait_for(lambda: api.get("/readyz").status_code == 200, 60, "redis again", stack.process)
     done = api.post("/v1/jobs", json=bodies[0], headers={"Prefer": "wait=60"})
     assert done.status_code in (200, 202), done.text
     wait_for(
         lambda: api.get(f"/v1/jobs/{done.json()['id']}").json()["status"] == "succeeded",
         120,
         "a job after redis came back",
-        stack.proc,
+        stack.process,
     )
     api_pid = stack.pid("api")
     os.kill(api_pid, signal.SIGKILL)
     down = time.monotonic()
-    wait_for(lambda: stack.pid("api") != api_pid, 30, "the API restarted", stack.proc)
-    wait_for(lambda: api.get("/healthz").status_code == 200, 60, "the API again", stack.proc)
+    wait_for(lambda: stack.pid("api") != api_pid, 30, "the API restarted", stack.process)
+    wait_for(lambda: api.get("/healthz").status_code == 200, 60, "the API again", stack.process)
     print(f"API down after its kill -9: {time.monotonic() - down:.1f}s")
     assert "api was killed by SIGKILL" in stack.text()
     assert "redis was killed by SIGKILL" in stack.text()
@@ -290,7 +275,7 @@ def test_a_crash_loop_is_reported_and_the_rest_keeps_serving(
 ) -> None:
     # A worker that cannot start: it names a model the catalogue does not have.
     stack: Launcher = launch(wait_for_worker=False, LATENTQ_MODELS="no-such-model")
-    wait_for(lambda: "CRASH LOOP: worker" in stack.text(), 90, "the crash loop", stack.proc)
+    wait_for(lambda: "CRASH LOOP: worker" in stack.text(), 90, "the crash loop", stack.process)
     text = stack.text()
     assert "worker exited 2" in text
     # The waits between starts grow while it keeps failing.
@@ -322,8 +307,8 @@ def test_workers_n_and_no_process_outlives_a_killed_supervisor(
     assert len(ports) == 2 and "0" not in ports
     for port in ports:
         assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200
-    os.kill(stack.proc.pid, signal.SIGKILL)
-    stack.proc.wait()
+    os.kill(stack.process.pid, signal.SIGKILL)
+    stack.process.popen.wait()
     deadline = time.monotonic() + 60
     while alive(children) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -22,9 +22,10 @@ import pytest
 import redis
 
 from app.webhooks import Dispatcher, dispatch_forever
-from jobs import webhooks
+from bench.procs import free_port
+from jobs import keys, webhooks
 from jobs.settings import Settings
-from tests.integration.services import RedisServer, free_port
+from tests.integration.services import RedisServer
 
 DEADLINE_S = 1.0
 
@@ -169,7 +170,7 @@ def enqueue(connection: redis.Redis, url: str, job_id: str = "j_test") -> str:
 
 
 def delivery(connection: redis.Redis, delivery_id: str) -> dict[str, object] | None:
-    raw = connection.get(webhooks.delivery_key(delivery_id))
+    raw = connection.get(keys.webhook(delivery_id))
     return json.loads(raw) if raw else None
 
 
@@ -213,7 +214,7 @@ def test_a_trickling_receiver_gets_a_total_deadline(
     (took,) = dispatching(settings(tmp_path), outbox, failed_once, timeout=4 * DEADLINE_S + 2)
     assert took < DEADLINE_S + 1.5, f"the attempt ended after {took:.1f}s"
     # Counted as a failure: retried later, not dropped.
-    due = outbox.redis.zscore(webhooks.DUE, sent)
+    due = outbox.redis.zscore(keys.WEBHOOKS_DUE, sent)
     assert due is not None and due > time.time() + 30
 
 
@@ -229,7 +230,7 @@ def test_the_answers_body_is_never_read(
         timeout=4 * DEADLINE_S + 2,
     )
     assert took < DEADLINE_S, f"delivered after {took:.1f}s"
-    assert outbox.redis.zscore(webhooks.DUE, sent) is None, "a 200 is a delivery"
+    assert outbox.redis.zscore(keys.WEBHOOKS_DUE, sent) is None, "a 200 is a delivery"
     deadline = time.monotonic() + 5
     while receiver.closed_by_peer == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -250,7 +251,7 @@ def test_a_slow_host_delays_only_its_own_deliveries(
         config,
         outbox,
         lambda: delivery(outbox.redis, fast) is None,
-        lambda: slow_host.answered == 6 and outbox.redis.zcard(webhooks.DUE) == 0,
+        lambda: slow_host.answered == 6 and outbox.redis.zcard(keys.WEBHOOKS_DUE) == 0,
         timeout=30,
     )
     assert fast_took < hold_s, f"the fast host waited {fast_took:.1f}s behind the slow one"

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.procs import free_port
 from jobs.webhooks import verify
 from tests.conftest import WEBHOOK_SECRET
 from tests.integration.helpers import submit, wait
-from tests.integration.services import free_port
 
 FAST = {"steps": 3, "guidance_scale": 5.0}
 

@@ -3,11 +3,8 @@ that an answer holds the floor's image for its seed. (The bench itself runs with
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from bench.run import Shape, auto_jobs, check_images
 from bench.stats import (
@@ -21,12 +18,7 @@ from bench.stats import (
     same_image,
     summarize,
 )
-
-
-def png(pixels: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8), "RGB").save(out, format="PNG")
-    return out.getvalue()
+from tests.images import png
 
 
 def reference(seed: int, size: int = 16) -> np.ndarray:

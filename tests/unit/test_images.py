@@ -5,30 +5,19 @@ from __future__ import annotations
 import base64
 import io
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from jobs.errors import InvalidImage, InvalidRequest, PayloadTooLarge
 from jobs.images import decode_base64, load_image
+from tests.images import encoded, noise_image
 
 LIMITS = {"max_bytes": 2**20, "max_pixels": 2048 * 2048}
 
 
-def encoded(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=fmt, **kwargs)
-    return out.getvalue()
-
-
-def rgb(width: int = 64, height: int = 64) -> Image.Image:
-    rng = np.random.default_rng(1)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-
-
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 def test_accepted_formats_become_png(fmt: str) -> None:
-    loaded = load_image(encoded(rgb(80, 72), fmt), "image", mode="RGB", **LIMITS)
+    loaded = load_image(encoded(noise_image(80, 72, seed=1), fmt), "image", mode="RGB", **LIMITS)
     assert (loaded.width, loaded.height) == (80, 72)
     assert Image.open(io.BytesIO(loaded.png)).format == "PNG"
 
@@ -36,7 +25,7 @@ def test_accepted_formats_become_png(fmt: str) -> None:
 @pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF"])
 def test_other_formats_are_refused(fmt: str) -> None:
     with pytest.raises(InvalidImage, match="accepted format"):
-        load_image(encoded(rgb(), fmt), "image", mode="RGB", **LIMITS)
+        load_image(encoded(noise_image(64, 64, seed=1), fmt), "image", mode="RGB", **LIMITS)
 
 
 def test_not_an_image() -> None:
@@ -47,14 +36,20 @@ def test_not_an_image() -> None:
 
 
 def test_truncated_image() -> None:
-    data = encoded(rgb(), "PNG")
+    data = encoded(noise_image(64, 64, seed=1), "PNG")
     with pytest.raises(InvalidImage):
         load_image(data[: len(data) // 2], "image", mode="RGB", **LIMITS)
 
 
 def test_too_many_bytes() -> None:
     with pytest.raises(PayloadTooLarge):
-        load_image(encoded(rgb(), "PNG"), "image", mode="RGB", max_bytes=100, max_pixels=10**7)
+        load_image(
+            encoded(noise_image(64, 64, seed=1), "PNG"),
+            "image",
+            mode="RGB",
+            max_bytes=100,
+            max_pixels=10**7,
+        )
 
 
 def test_decompression_bomb_is_refused_before_decoding() -> None:
@@ -69,7 +64,11 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
 def test_sides_out_of_range(size: tuple[int, int]) -> None:
     with pytest.raises(InvalidRequest, match="each side"):
         load_image(
-            encoded(rgb(*size), "PNG"), "image", mode="RGB", max_bytes=2**24, max_pixels=2**24
+            encoded(noise_image(*size, seed=1), "PNG"),
+            "image",
+            mode="RGB",
+            max_bytes=2**24,
+            max_pixels=2**24,
         )
 
 
@@ -77,12 +76,12 @@ def test_transparency_becomes_white_and_masks_become_grey() -> None:
     clear = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     loaded = load_image(encoded(clear, "PNG"), "image", mode="RGB", **LIMITS)
     assert Image.open(io.BytesIO(loaded.png)).getpixel((5, 5)) == (255, 255, 255)
-    mask = load_image(encoded(rgb(), "PNG"), "mask", mode="L", **LIMITS)
+    mask = load_image(encoded(noise_image(64, 64, seed=1), "PNG"), "mask", mode="L", **LIMITS)
     assert Image.open(io.BytesIO(mask.png)).mode == "L"
 
 
 def test_exif_orientation_is_applied() -> None:
-    image = rgb(96, 64)
+    image = noise_image(96, 64, seed=1)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° on display
     loaded = load_image(encoded(image, "JPEG", exif=exif.tobytes()), "image", mode="RGB", **LIMITS)
@@ -90,7 +89,7 @@ def test_exif_orientation_is_applied() -> None:
 
 
 def test_base64_and_data_urls() -> None:
-    raw = encoded(rgb(), "PNG")
+    raw = encoded(noise_image(64, 64, seed=1), "PNG")
     plain = base64.b64encode(raw).decode()
     assert decode_base64(plain, "image", 2**20) == raw
     assert decode_base64("data:image/png;base64," + plain, "image", 2**20) == raw

@@ -17,14 +17,13 @@ from app.auth import KeyRing
 from app.main import create_app
 from app.settings import AppSettings
 from jobs.errors import InvalidRequest
+from tests.images import png
 
 
 def cutout(size: tuple[int, int] = (64, 64)) -> bytes:
     image = Image.new("RGBA", size, (200, 30, 30, 255))
     image.paste((0, 0, 0, 0), (0, 0, size[0] // 2, size[1] // 2))
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+    return png(image)
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,13 @@ import pytest
 from PIL import Image
 from rq.timeouts import JobTimeoutException
 
+from jobs.batching import batch_key
 from jobs.catalog import Catalog
 from jobs.errors import FailureCode
-from jobs.protocol import JobStatus, JobType, new_job_id, utcnow
-from jobs.records import JobError, JobRecord, Progress
+from jobs.protocol import JobStatus, utcnow
+from jobs.records import JobError, JobRecord
 from jobs.storage import LocalStorage
+from tests.records import job_record
 from worker.runner import WorkerContext, execute
 
 PARAMS = {
@@ -32,16 +34,7 @@ PARAMS = {
 
 
 def job(seed: int) -> JobRecord:
-    return JobRecord(
-        id=new_job_id(),
-        type=JobType.TXT2IMG,
-        model="m",
-        status=JobStatus.QUEUED,
-        created_at=utcnow(),
-        progress=Progress(total_steps=4),
-        params={**PARAMS, "seed": seed, "prompt": f"job {seed}"},
-        timeout_s=10,
-    )
+    return job_record({**PARAMS, "seed": seed, "prompt": f"job {seed}"}, timeout_s=10)
 
 
 @dataclass
@@ -135,6 +128,9 @@ class Model:
         colours = [(0, 0, 0) if outcome == "black" and i == 0 else (9, 9, 9) for i in range(count)]
         return [Image.new("RGB", (64, 64), colour) for colour in colours]
 
+    def batch_key(self, params: Any) -> Any:
+        return batch_key(params)
+
     def release(self) -> None:
         pass
 
@@ -152,13 +148,12 @@ class Companions:
         return taken
 
 
-def run_batch(tmp_path: Path, script: dict[str, Any]) -> tuple[Moves, Model, list[str], str]:
-    """Three compatible jobs, run as one batch by worker `w`: the moves, the model, the job
-    ids and the lead's outcome."""
-    moves, model = Moves(), Model(script)
-    records = [job(seed) for seed in (1, 2, 3)]
-    moves.records = {r.id: r for r in records}
-    context = WorkerContext(
+def batch_context(
+    tmp_path: Path, moves: Moves, model: Model, records: list[JobRecord]
+) -> WorkerContext:
+    """Worker `w` holding `model` as `m`; the first of `records` is the lead, the rest its
+    companions."""
+    return WorkerContext(
         name="w",
         lifecycle=moves,  # type: ignore[arg-type]
         storage=LocalStorage(tmp_path, b"k" * 32),
@@ -167,6 +162,15 @@ def run_batch(tmp_path: Path, script: dict[str, Any]) -> tuple[Moves, Model, lis
         batch_max=8,
         batch_max_pixels=8 * 64 * 64,
     )
+
+
+def run_batch(tmp_path: Path, script: dict[str, Any]) -> tuple[Moves, Model, list[str], str]:
+    """Three compatible jobs, run as one batch by worker `w`: the moves, the model, the job
+    ids and the lead's outcome."""
+    moves, model = Moves(), Model(script)
+    records = [job(seed) for seed in (1, 2, 3)]
+    moves.records = {r.id: r for r in records}
+    context = batch_context(tmp_path, moves, model, records)
     outcome = execute(context, records[0].id)
     assert context.held.jobs == {}  # nothing is held once the run is over
     return moves, model, [r.id for r in records], outcome
@@ -234,15 +238,7 @@ def test_a_waiting_job_that_is_no_longer_ours_is_not_run(tmp_path: Path, lost: s
             return super().txt2img(params, on_step, **kwargs)
 
     model = Interrupting(script)
-    context = WorkerContext(
-        name="w",
-        lifecycle=moves,  # type: ignore[arg-type]
-        storage=LocalStorage(tmp_path, b"k" * 32),
-        models={"m": model},
-        batcher=Companions(moves, records[1:]),  # type: ignore[arg-type]
-        batch_max=8,
-        batch_max_pixels=8 * 64 * 64,
-    )
+    context = batch_context(tmp_path, moves, model, records)
     assert execute(context, records[0].id) == "succeeded"
     assert model.calls == ["batch", "job 1"]
     assert moves.records[records[1].id].status is not JobStatus.SUCCEEDED

@@ -20,6 +20,14 @@ from latentq_client.errors import (
     WaitTimeout,
 )
 from latentq_client.job import AsyncJob, BaseJob, Job
+from latentq_client.options import (
+    GenerateOptions,
+    Img2ImgOptions,
+    InpaintOptions,
+    JobOptions,
+    OutpaintOptions,
+    VideoOptions,
+)
 from latentq_client.progress import ProgressBar, ProgressCallback, ProgressUpdate
 from latentq_client.sse import Event, SSEDecoder
 
@@ -32,13 +40,18 @@ __all__ = [
     "Client",
     "Conflict",
     "Event",
+    "GenerateOptions",
+    "Img2ImgOptions",
+    "InpaintOptions",
     "JobCanceled",
     "JobError",
     "JobFailed",
     "Job",
+    "JobOptions",
     "LatentqConnectionError",
     "LatentqError",
     "NotFound",
+    "OutpaintOptions",
     "PayloadTooLarge",
     "ProgressBar",
     "ProgressCallback",
@@ -48,6 +61,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailable",
     "UnsupportedMedia",
+    "VideoOptions",
     "WaitTimeout",
     "__version__",
 ]

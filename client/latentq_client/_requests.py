@@ -7,7 +7,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
@@ -16,12 +16,14 @@ from typing import IO, TYPE_CHECKING, Any, TypeAlias, TypeGuard
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
+    from latentq_client.options import JobKind
+
 ImageInput: TypeAlias = (
     "str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] | PILImage"
 )
 """A path, encoded image bytes, a binary file object, or a PIL image."""
 
-LoraInput: TypeAlias = "Mapping[str, float] | Iterable[str | tuple[str, float] | Mapping[str, Any]]"
+LoraInput: TypeAlias = Mapping[str, float] | Iterable[str | tuple[str, float] | Mapping[str, Any]]
 """LoRA adapters by catalogue id: `{"id": scale}`, or a list of ids, `(id, scale)` pairs or
 `{"id": ..., "scale": ...}` objects."""
 
@@ -50,22 +52,26 @@ class Submit:
 
 
 def build_submit(
-    job_type: str,
-    prompt: str,
-    *,
-    images: dict[str, ImageInput] | None = None,
-    loras: LoraInput | None = None,
-    wait: int | float | None = None,
-    idempotency_key: str | None = None,
-    **fields: Any,
+    kind: JobKind, prompt: str, options: Mapping[str, Any], images: Sequence[ImageInput] = ()
 ) -> Submit:
-    """The request of one job; fields that are None are left out for the server's defaults."""
-    body: dict[str, Any] = {"type": job_type, "prompt": prompt}
-    body.update({k: v for k, v in fields.items() if v is not None})
-    if loras is not None:
-        body["loras"] = lora_refs(loras)
+    """The request of one job: the options' defaults for those left out, None ones left out for
+    the server's defaults, `wait` and `idempotency_key` as headers, `images` as file parts."""
+    given = dict(options)
+    wait = given.pop("wait", None)
+    idempotency_key = given.pop("idempotency_key", None)
+    body: dict[str, Any] = {"type": kind.job_type, "prompt": prompt}
+    for name, option in kind.specs.items():
+        value = given.pop(name, option.default)
+        if option.within is not None:
+            # Sent whole: a side left None is the service's default, written out.
+            body.setdefault(option.within, {})[name] = option.default if value is None else value
+        elif value is not None:
+            body[name] = value
+    body.update((name, value) for name, value in given.items() if value is not None)
+    if "loras" in body:
+        body["loras"] = lora_refs(body["loras"])
     submit = Submit(fields=body)
-    for name, image in (images or {}).items():
+    for name, image in zip(kind.images, images, strict=True):
         submit.files[name] = image_part(image, name)
     if wait is not None:
         if wait < 0 or wait > WAIT_MAX_S:
@@ -122,8 +128,18 @@ def _lora(adapter_id: object, scale: object, where: str) -> dict[str, Any]:
     return {"id": adapter_id, "scale": float(scale)}
 
 
-def padding(left: int, right: int, top: int, bottom: int) -> dict[str, int]:
-    return {"left": left, "right": right, "top": top, "bottom": bottom}
+def lora_arg(value: str) -> tuple[str, float]:
+    """`ID[:SCALE]` as `(id, scale)`; adapter ids hold no colon, scales may be negative."""
+    adapter_id, colon, scale = value.rpartition(":")
+    if not colon:
+        adapter_id, scale = value, "1"
+    try:
+        number = float(scale)
+    except ValueError:
+        number = math.nan
+    if not adapter_id or not math.isfinite(number):
+        raise ValueError(f"{value!r} is not ID or ID:SCALE (e.g. pixel-art:0.8)")
+    return adapter_id, number
 
 
 def image_part(image: ImageInput, name: str) -> tuple[str, bytes, str]:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from latentq_client.errors import (
     AuthenticationError,
     LatentqConnectionError,
     LatentqError,
     ServerError,
+    WaitTimeout,
 )
 from latentq_client.progress import ProgressCallback, Reporter
 from latentq_client.sse import Event
+
+if TYPE_CHECKING:
+    from latentq_client.job import BaseJob
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 
@@ -79,27 +87,32 @@ class Waiter:
         self.reporter.report(self.job)
         return self.done
 
-    def stream_ended(self, timed_out: bool) -> None:
-        """The stream closed, or stayed silent, without the final event."""
-        if not timed_out:
-            self._count_stream_failure()
-
-    def stream_error(self, error: LatentqError) -> None:
-        if isinstance(error, AuthenticationError):
-            raise error
-        if error.status in (404, 405, 406, 501):
-            # No events endpoint here (or an unknown job, which the GET that follows reports).
-            self.use_stream = False
+    @contextmanager
+    def following(self) -> Iterator[None]:
+        """Around reading the events stream, which ended without the finished job unless that
+        came: counts a broken stream, and ends it on an error, but an AuthenticationError."""
+        try:
+            yield
+        except LatentqConnectionError as exc:
+            # Silence is no failure of the stream: the GET that follows checks the job.
+            if not isinstance(exc.__cause__, httpx.ReadTimeout):
+                self._count_stream_failure()
+        except AuthenticationError:
+            raise
+        except LatentqError as exc:
+            if exc.status in (404, 405, 406, 501):
+                # No events endpoint here (or an unknown job, which the GET that follows reports).
+                self.use_stream = False
+            else:
+                self._count_stream_failure()
         else:
-            self._count_stream_failure()
+            if not self.done:
+                self._count_stream_failure()
 
     def _count_stream_failure(self) -> None:
         self._stream_failures += 1
         if self._stream_failures >= STREAM_FAILURES_MAX:
             self.use_stream = False
-
-    def reconnect_delay(self) -> float:
-        return min(POLL_MAX_S, 0.1 * self._stream_failures)
 
     def on_job(self, job: dict[str, Any]) -> bool:
         self._transient = 0
@@ -114,7 +127,13 @@ class Waiter:
         if not transient or self._transient > TRANSIENT_MAX or self.expired():
             raise error
 
-    def poll_delay(self) -> float:
+    def pause(self, job: BaseJob) -> float:
+        """Seconds to sleep before trying again; WaitTimeout (`job` updated) once time is up."""
+        if self.expired():
+            job._update(self.job)
+            raise WaitTimeout(job, self.timeout or 0.0)
+        if self.use_stream:
+            return min(POLL_MAX_S, 0.1 * self._stream_failures)
         delay = self._poll_delay
         self._poll_delay = min(POLL_MAX_S, self._poll_delay * POLL_FACTOR)
         remaining = self.remaining()

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from latentq_client._version import __version__
 from latentq_client.client import DEFAULT_URL, Client
 from latentq_client.errors import JobError, LatentqError
 from latentq_client.job import Job
+from latentq_client.options import JOB_KINDS, JobKind
 
 _FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -39,9 +39,12 @@ def _connection_options(parser: argparse.ArgumentParser, top: bool) -> None:
     )
 
 
-def _generation_options(parser: argparse.ArgumentParser, video: bool = False) -> None:
+def _job_command(parser: argparse.ArgumentParser, kind: JobKind) -> None:
+    """The arguments of a job type's command: the prompt, the output, a flag for each option
+    the type defines in `latentq_client.options` (its help, type and spelling there), the
+    images it takes, and whether to wait."""
     parser.add_argument("prompt", help="what to paint")
-    if video:
+    if kind.output == "video":
         output_help = (
             "output file (n > 1: name-1.mp4, name-2.mp4, ...) or directory (default: .); "
             "a .webp name saves the animated WebP instead of the MP4"
@@ -49,54 +52,44 @@ def _generation_options(parser: argparse.ArgumentParser, video: bool = False) ->
     else:
         output_help = "output file (n > 1: name-1.png, name-2.png, ...) or directory (default: .)"
     parser.add_argument("-o", "--output", default=".", help=output_help)
-    parser.add_argument("-m", "--model", help="model id (default: the service's default)")
-    parser.add_argument("--steps", type=int, help="denoising steps")
-    parser.add_argument(
-        "--seed", type=int, help=f"seed of the first {'video' if video else 'image'}"
-    )
-    parser.add_argument(
-        "-n", type=int, help="number of videos (1-4)" if video else "number of images (1-8)"
-    )
-    parser.add_argument("--scheduler", help="scheduler name, one the model lists")
-    parser.add_argument("--guidance", type=float, help="guidance scale (0-30)")
-    parser.add_argument("--negative", help="negative prompt")
-    if not video:
-        parser.add_argument(
-            "--format",
-            choices=["png", "jpeg", "webp"],
-            help="output format (default: from the output's suffix, else png)",
+    dests: dict[str, str] = {}  # argparse's name for a flag's value -> the option it sets
+    types = get_type_hints(kind.options)
+    for name, option in kind.specs.items():
+        if option.help is None:
+            continue
+        flag = parser.add_argument(
+            *(option.flags or ["--" + name.replace("_", "-")]),
+            type=_checked(option.parse) if option.parse else _scalar(types[name]),
+            action="append" if option.repeat else "store",
+            choices=option.choices,
+            metavar=option.metavar,
+            help=option.help.format(output=kind.output, n_max=kind.n_max),
         )
-    parser.add_argument(
-        "--lora",
-        action="append",
-        type=_lora,
-        metavar="ID[:SCALE]",
-        help="apply a LoRA adapter of the catalogue at SCALE (default 1); repeatable",
-    )
-    parser.add_argument("--priority", choices=["high", "normal", "low"], help="queue priority")
+        dests[flag.dest] = name
+    for image, help in kind.images.items():
+        parser.add_argument(f"--{image}", required=True, type=Path, help=help)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--no-wait", action="store_true", help="print the job id and return without waiting"
     )
+    parser.set_defaults(job_kind=kind, job_options=dests)
 
 
-def _lora(value: str) -> tuple[str, float]:
-    """`ID[:SCALE]` as `(id, scale)`; adapter ids hold no colon, scales may be negative."""
-    adapter_id, colon, scale = value.rpartition(":")
-    if not colon:
-        adapter_id, scale = value, "1"
-    try:
-        number = float(scale)
-    except ValueError:
-        number = math.nan
-    if not adapter_id or not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"{value!r} is not ID or ID:SCALE (e.g. pixel-art:0.8)")
-    return adapter_id, number
+def _scalar(hint: Any) -> Any:
+    """The type of a flag's value: `int` for an option of type `int | None`."""
+    return next(t for t in (hint, *get_args(hint)) if t in (int, float, str))
 
 
-def _image_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strength", type=float, help="how much to change the painted area (0-1)")
-    parser.add_argument("--mask-blur", type=int, help="feather radius of the mask in pixels")
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse`, its ValueError shown to the user as the reason the value is refused."""
+
+    def convert(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,36 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         _connection_options(sub, top=False)
         return sub
 
-    generate = command("generate", "text to image")
-    _generation_options(generate)
-    generate.add_argument("--width", type=int, help="width in pixels, a multiple of 8")
-    generate.add_argument("--height", type=int, help="height in pixels, a multiple of 8")
-
-    img2img = command("img2img", "restyle an image")
-    _generation_options(img2img)
-    img2img.add_argument("--image", required=True, type=Path, help="the image to restyle")
-    img2img.add_argument("--strength", type=float, help="how far from the image to go (0-1)")
-
-    inpaint = command("inpaint", "repaint the white areas of a mask")
-    _generation_options(inpaint)
-    inpaint.add_argument("--image", required=True, type=Path, help="the image to change")
-    inpaint.add_argument("--mask", required=True, type=Path, help="white = repaint, black = keep")
-    _image_options(inpaint)
-
-    outpaint = command("outpaint", "extend an image beyond its borders")
-    _generation_options(outpaint)
-    outpaint.add_argument("--image", required=True, type=Path, help="the image to extend")
-    for side in ("left", "right", "top", "bottom"):
-        outpaint.add_argument(f"--{side}", type=int, default=0, help=f"pixels to add {side}")
-    _image_options(outpaint)
-
-    video = command("video", "text to video (MP4, with an animated WebP beside it)")
-    _generation_options(video, video=True)
-    video.add_argument("--frames", type=int, help="frames per video (default: the model's)")
-    video.add_argument("--fps", type=int, help="frames per second (default: the model's)")
-    video.add_argument("--width", type=int, help="width in pixels, a multiple of 8")
-    video.add_argument("--height", type=int, help="height in pixels, a multiple of 8")
-
+    for kind in JOB_KINDS:
+        _job_command(command(kind.name, kind.summary), kind)
     get = command("get", "show a job as JSON")
     get.add_argument("job_id")
     cancel = command("cancel", "cancel a job and show it as JSON")
@@ -203,7 +168,7 @@ def _run(client: Client, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    webp = args.command == "video" and Path(args.output).suffix.lower() == ".webp"
+    webp = args.job_kind.output == "video" and Path(args.output).suffix.lower() == ".webp"
     paths = job.save(args.output, webp=webp)
     for path, seed in zip(paths, job.seeds, strict=False):
         print(f"{path}\tseed={seed}")
@@ -211,44 +176,13 @@ def _run(client: Client, args: argparse.Namespace) -> int:
 
 
 def _submit(client: Client, args: argparse.Namespace) -> Job:
-    common: dict[str, Any] = {
-        "model": args.model,
-        "steps": args.steps,
-        "seed": args.seed,
-        "n": args.n,
-        "scheduler": args.scheduler,
-        "guidance_scale": args.guidance,
-        "negative_prompt": args.negative,
-        "priority": args.priority,
-        "loras": args.lora,
-    }
-    if args.command == "video":
-        return client.video(
-            args.prompt,
-            num_frames=args.frames,
-            fps=args.fps,
-            width=args.width,
-            height=args.height,
-            **common,
-        )
-    common["output_format"] = args.format or _FORMATS.get(Path(args.output).suffix.lower())
-    if args.command == "generate":
-        return client.generate(args.prompt, width=args.width, height=args.height, **common)
-    if args.command == "img2img":
-        return client.img2img(args.prompt, args.image, strength=args.strength, **common)
-    image_options = {"strength": args.strength, "mask_blur": args.mask_blur}
-    if args.command == "inpaint":
-        return client.inpaint(args.prompt, args.image, args.mask, **image_options, **common)
-    return client.outpaint(
-        args.prompt,
-        args.image,
-        left=args.left,
-        right=args.right,
-        top=args.top,
-        bottom=args.bottom,
-        **image_options,
-        **common,
-    )
+    kind: JobKind = args.job_kind
+    options = {name: getattr(args, dest) for dest, name in args.job_options.items()}
+    if "output_format" in options and options["output_format"] is None:
+        options["output_format"] = _FORMATS.get(Path(args.output).suffix.lower())
+    images = [getattr(args, image) for image in kind.images]
+    submit: Callable[..., Job] = getattr(client, kind.name)
+    return submit(args.prompt, *images, **options)
 
 
 def _print_json(value: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import email.policy
+import inspect
 import io
 import json
 import os
@@ -43,6 +44,7 @@ from latentq_client import (
 )
 from latentq_client.job import output_paths
 from latentq_client.progress import Reporter
+from tests.images import encoded, png, solid
 
 BASE = "http://api.test"
 JOB_ID = "j_test"
@@ -104,12 +106,6 @@ def mp4_bytes(index: int = 0) -> bytes:
 
 def webp_bytes(index: int = 0) -> bytes:
     return b"RIFF\x00\x00\x00\x00WEBPVP8X" + bytes([index]) * 16
-
-
-def png_bytes(width: int = 8, height: int = 8, color: str = "red") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(out, format="PNG")
-    return out.getvalue()
 
 
 def sse(name: str, data: dict[str, Any]) -> bytes:
@@ -336,7 +332,7 @@ def test_prefer_wait_is_bounded_and_extends_the_read_timeout(api: FakeAPI) -> No
 def test_inpaint_sends_multipart_with_params_and_files(api: FakeAPI, tmp_path: Path) -> None:
     api.route("POST", "/v1/jobs", accepted(type="inpaint"))
     image_path = tmp_path / "house.png"
-    image_path.write_bytes(png_bytes(color="blue"))
+    image_path.write_bytes(png(solid("blue")))
     mask = Image.new("L", (8, 8), 255)
     with api.client() as client:
         client.inpaint("a red door", image_path, mask, strength=0.8, mask_blur=4, seed=3)
@@ -363,10 +359,10 @@ def test_outpaint_sends_the_padding_and_accepts_bytes_and_files(
     api: FakeAPI, tmp_path: Path
 ) -> None:
     api.route("POST", "/v1/jobs", accepted(type="outpaint"))
-    jpeg = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(jpeg, format="JPEG")
     with api.client() as client:
-        client.outpaint("a wide beach", jpeg.getvalue(), left=64, right=32)
+        client.outpaint(
+            "a wide beach", encoded(Image.new("RGB", (8, 8)), "JPEG"), left=64, right=32
+        )
         (tmp_path / "in.webp").write_bytes(b"RIFF\0\0\0\0WEBPVP8 ")
         with (tmp_path / "in.webp").open("rb") as handle:
             client.outpaint("a wide beach", handle, top=8)
@@ -379,6 +375,60 @@ def test_outpaint_sends_the_padding_and_accepts_bytes_and_files(
     }
     assert first["image"][:2] == ("image.jpg", "image/jpeg")
     assert second["image"][:2] == ("in.webp", "image/webp")
+
+
+EVERY_JOB = {"model", "steps", "guidance_scale", "scheduler", "seed", "n", "negative_prompt"}
+EVERY_JOB |= {"priority", "loras", "wait", "idempotency_key", "webhook", "webhook_events"}
+
+
+@pytest.mark.parametrize("client_class", [Client, AsyncClient])
+@pytest.mark.parametrize(
+    ("method", "images", "options"),
+    [
+        ("generate", [], {"width", "height", "output_format"}),
+        ("img2img", ["image"], {"strength", "output_format"}),
+        ("inpaint", ["image", "mask"], {"strength", "mask_blur", "output_format"}),
+        (
+            "outpaint",
+            ["image"],
+            {"left", "right", "top", "bottom", "strength", "mask_blur", "output_format"},
+        ),
+        ("video", [], {"num_frames", "fps", "width", "height"}),
+    ],
+)
+def test_the_job_methods_name_their_options(
+    client_class: type[Client | AsyncClient], method: str, images: list[str], options: set[str]
+) -> None:
+    signature = inspect.signature(getattr(client_class, method))
+    params = signature.parameters.values()
+    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional == ["self", "prompt", *images]
+    keywords = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    assert set(keywords) == EVERY_JOB | options
+    sides = {"left", "right", "top", "bottom"}
+    assert keywords == {
+        name: 0 if name in sides else 1 if name == "n" else None for name in keywords
+    }
+
+
+def test_none_leaves_an_option_to_the_service(api: FakeAPI) -> None:
+    api.route("POST", "/v1/jobs", accepted())
+    with api.client() as client:
+        client.outpaint("a beach", png(solid("red")), left=8, top=None, n=None)  # type: ignore[arg-type]
+        client.generate("a fox", webhook="https://example.test/hook", webhook_events=["start"])
+    outpaint, generate = api.requests
+    assert json.loads(multipart(outpaint)["params"][2]) == {
+        "type": "outpaint",
+        "prompt": "a beach",
+        "outpaint": {"left": 8, "right": 0, "top": 0, "bottom": 0},
+    }
+    assert json.loads(generate.content) == {
+        "type": "txt2img",
+        "prompt": "a fox",
+        "n": 1,
+        "webhook": "https://example.test/hook",
+        "webhook_events": ["start"],
+    }
 
 
 def test_an_image_of_another_type_is_refused(api: FakeAPI) -> None:
@@ -501,9 +551,9 @@ def test_loras_on_every_job_type(api: FakeAPI) -> None:
     loras = [("style", -0.5)]
     with api.client() as client:
         client.generate("a", loras=loras)
-        client.img2img("b", png_bytes(), loras=loras)
-        client.inpaint("c", png_bytes(), png_bytes(), loras=loras)
-        client.outpaint("d", png_bytes(), left=8, loras=loras)
+        client.img2img("b", png(solid("red")), loras=loras)
+        client.inpaint("c", png(solid("red")), png(solid("red")), loras=loras)
+        client.outpaint("d", png(solid("red")), left=8, loras=loras)
         client.video("e", loras=loras)
         client.generate("f", loras=[])
         client.generate("g")
@@ -523,7 +573,7 @@ def test_async_video_and_loras(api: FakeAPI) -> None:
     async def scenario() -> None:
         async with api.async_client() as client:
             await client.video("a fox running", num_frames=9, fps=8, loras=["motion"])
-            await client.img2img("b", png_bytes(), loras={"style": 2})
+            await client.img2img("b", png(solid("red")), loras={"style": 2})
 
     asyncio.run(scenario())
     video, img2img = api.requests
@@ -936,7 +986,7 @@ def finished(api: FakeAPI, count: int = 1, content_type: str = "image/png") -> d
         api.route(
             "GET",
             f"/v1/files/jobs/{JOB_ID}/{i}.{'png' if content_type == 'image/png' else 'jpg'}",
-            httpx.Response(200, content=png_bytes(color=colors[i])),
+            httpx.Response(200, content=png(solid(colors[i]))),
         )
     return raw
 
@@ -946,7 +996,7 @@ def test_image_bytes_and_images(api: FakeAPI) -> None:
         job = Job(finished(api, 2), client)
         blobs = job.image_bytes()
         images = job.images()
-    assert blobs == [png_bytes(color="red"), png_bytes(color="green")]
+    assert blobs == [png(solid("red")), png(solid("green"))]
     assert [image.getpixel((0, 0)) for image in images] == [(255, 0, 0), (0, 128, 0)]
 
 
@@ -976,14 +1026,14 @@ def test_save_one_image_to_the_exact_name(api: FakeAPI, tmp_path: Path) -> None:
     with api.client() as client:
         paths = Job(finished(api), client).save(tmp_path / "sub" / "fox.png")
     assert paths == [tmp_path / "sub" / "fox.png"]
-    assert paths[0].read_bytes() == png_bytes(color="red")
+    assert paths[0].read_bytes() == png(solid("red"))
 
 
 def test_save_several_images_numbers_them(api: FakeAPI, tmp_path: Path) -> None:
     with api.client() as client:
         paths = Job(finished(api, 3), client).save(str(tmp_path / "fox.png"))
     assert paths == [tmp_path / f"fox-{i}.png" for i in (1, 2, 3)]
-    assert [p.read_bytes() for p in paths] == [png_bytes(color=c) for c in ("red", "green", "blue")]
+    assert [p.read_bytes() for p in paths] == [png(solid(c)) for c in ("red", "green", "blue")]
 
 
 def test_save_into_a_directory(api: FakeAPI, tmp_path: Path) -> None:
@@ -1016,7 +1066,7 @@ def test_save_waits_for_the_job_first(api: FakeAPI, tmp_path: Path) -> None:
     )
     with api.client() as client:
         paths = Job(job_json(), client).save(tmp_path / "fox.png")
-    assert paths[0].read_bytes() == png_bytes(color="red")
+    assert paths[0].read_bytes() == png(solid("red"))
 
 
 def test_save_of_a_failed_job_raises(api: FakeAPI, tmp_path: Path) -> None:
@@ -1169,8 +1219,8 @@ def test_async_inpaint_and_outpaint_send_multipart(api: FakeAPI) -> None:
 
     async def scenario() -> None:
         async with api.async_client() as client:
-            await client.inpaint("door", png_bytes(), png_bytes(), strength=0.5)
-            await client.outpaint("beach", png_bytes(), bottom=16)
+            await client.inpaint("door", png(solid("red")), png(solid("red")), strength=0.5)
+            await client.outpaint("beach", png(solid("red")), bottom=16)
 
     asyncio.run(scenario())
     inpaint, outpaint = (multipart(r) for r in api.requests)

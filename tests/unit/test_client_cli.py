@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
 
-from latentq_client import Client, cli
+from latentq_client import Client, GenerateOptions, cli
+from latentq_client.options import GENERATE, JOB_KINDS, Option
+from tests.images import png, solid
 from tests.unit.test_client import (
     BASE,
     JOB_ID,
@@ -22,7 +25,6 @@ from tests.unit.test_client import (
     job_json,
     mp4_bytes,
     multipart,
-    png_bytes,
     sse,
     webp_bytes,
 )
@@ -98,7 +100,7 @@ def test_generate_writes_the_image_and_prints_path_and_seed(
         ]
     )
     assert code == 0
-    assert out.read_bytes() == png_bytes(color="red")
+    assert out.read_bytes() == png(solid("red"))
     captured = capsys.readouterr()
     assert captured.out == f"{out}\tseed=42\n"
     assert captured.err == ""  # not a terminal: no progress bar
@@ -180,8 +182,8 @@ def test_video_into_a_directory(api: FakeAPI, tmp_path: Path) -> None:
 def test_lora_options_on_every_generation_command(api: FakeAPI, tmp_path: Path) -> None:
     succeed(api)
     image, mask = tmp_path / "in.png", tmp_path / "mask.png"
-    image.write_bytes(png_bytes())
-    mask.write_bytes(png_bytes(color="white"))
+    image.write_bytes(png(solid("red")))
+    mask.write_bytes(png(solid("white")))
     loras = ["--lora", "pixel-art", "--lora", "ink:0.5", "--lora", "blur:-1.25"]
     out = ["-o", str(tmp_path / "out.png")]
     assert cli.main(["generate", "x", *loras, *out]) == 0
@@ -203,6 +205,32 @@ def test_lora_options_on_every_generation_command(api: FakeAPI, tmp_path: Path) 
         else:
             body = json.loads(multipart(request)["params"][2])
         assert body["loras"] == wire
+
+
+class WithClipSkip(GenerateOptions, total=False):
+    clip_skip: Annotated[int | None, Option("CLIP layers to skip", ("--skip",))]
+
+
+def test_an_option_defined_once_is_a_flag_of_its_command(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kind = dataclasses.replace(GENERATE, options=WithClipSkip)
+    monkeypatch.setattr(cli, "JOB_KINDS", (kind, *JOB_KINDS[1:]))
+    api.route("POST", "/v1/jobs", accepted())
+    assert cli.main(["generate", "x", "--skip", "2", "--no-wait"]) == 0
+    assert cli.main(["generate", "x", "--no-wait"]) == 0
+    with_skip, without = (json.loads(r.content) for r in api.requests)
+    assert with_skip == {"type": "txt2img", "prompt": "x", "clip_skip": 2}
+    assert without == {"type": "txt2img", "prompt": "x"}
+    assert cli.main(["generate", "--help"]) == 0
+    assert "--skip SKIP" in capsys.readouterr().out
+    assert cli.main(["generate", "x", "--skip", "two"]) == 2
+    assert "invalid int value: 'two'" in capsys.readouterr().err
+
+
+def test_a_bad_lora_says_what_is_expected(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["generate", "x", "--lora", "pixel-art:strong"]) == 2
+    assert "'pixel-art:strong' is not ID or ID:SCALE" in capsys.readouterr().err
 
 
 def test_url_and_key_from_options_anywhere_or_the_environment(
@@ -230,8 +258,8 @@ def test_inpaint_and_outpaint_send_the_files(
 ) -> None:
     succeed(api)
     image, mask = tmp_path / "in.png", tmp_path / "mask.png"
-    image.write_bytes(png_bytes(color="blue"))
-    mask.write_bytes(png_bytes(color="white"))
+    image.write_bytes(png(solid("blue")))
+    mask.write_bytes(png(solid("white")))
     out = str(tmp_path / "out.png")
     args = ["--image", str(image), "--mask", str(mask), "--strength", "0.7", "--mask-blur", "4"]
     assert cli.main(["inpaint", "a door", *args, "-o", out]) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import string
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,11 +56,11 @@ def bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
-def build_vocab() -> dict[str, int]:
-    """Return the toy CLIP vocabulary: bytes, end-of-word bytes, merged tokens, specials."""
+def build_vocab(merges: Sequence[tuple[str, str]] = MERGES) -> dict[str, int]:
+    """Return a toy CLIP vocabulary: bytes, end-of-word bytes, merged tokens, specials."""
     symbols = list(bytes_to_unicode().values())
     tokens = [*symbols, *(s + "</w>" for s in symbols)]
-    for left, right in MERGES:
+    for left, right in merges:
         merged = left + right
         if merged not in tokens:
             tokens.append(merged)
@@ -67,19 +68,20 @@ def build_vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
-def build_tokenizer() -> CLIPTokenizer:
-    """Write vocab.json / merges.txt to a temporary folder and load a CLIPTokenizer from them."""
+def build_tokenizer(merges: Sequence[tuple[str, str]] = MERGES) -> CLIPTokenizer:
+    """A CLIP byte-level BPE tokenizer of `merges` (the toy vocabulary's by default): its
+    vocab.json / merges.txt written to a temporary folder and loaded from there."""
     from transformers import CLIPTokenizer
 
-    vocab = build_vocab()
-    for left, right in MERGES:
+    vocab = build_vocab(merges)
+    for left, right in merges:
         if left not in vocab or right not in vocab:
             raise ValueError(f"merge {left!r} {right!r} uses a token missing from the vocab")
     with tempfile.TemporaryDirectory(prefix="latentq-tok-") as tmp:
         vocab_file = Path(tmp, "vocab.json")
         merges_file = Path(tmp, "merges.txt")
         vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        lines = ["#version: 0.2", *(f"{left} {right}" for left, right in MERGES)]
+        lines = ["#version: 0.2", *(f"{left} {right}" for left, right in merges)]
         merges_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return CLIPTokenizer(
             str(vocab_file),

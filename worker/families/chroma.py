@@ -17,11 +17,7 @@ class Chroma(Flux):
         """A T5 encoder, one double and one single stream block over 2x2-packed 16-channel
         latents, Flux's VAE, a small guidance approximator."""
         import torch
-        from diffusers import (
-            ChromaPipeline,
-            ChromaTransformer2DModel,
-            FlowMatchEulerDiscreteScheduler,
-        )
+        from diffusers import ChromaPipeline, ChromaTransformer2DModel
 
         t5_tokenizer = tiny.build_t5_tokenizer()
         torch.manual_seed(seed)
@@ -39,23 +35,7 @@ class Chroma(Flux):
             approximator_hidden_dim=32,
             approximator_layers=1,
         )
-        vae = tiny.image_vae(
-            16,
-            scaling_factor=0.3611,
-            shift_factor=0.1159,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-            force_upcast=False,
-        )
-        scheduler = FlowMatchEulerDiscreteScheduler(  # type: ignore[no-untyped-call]
-            num_train_timesteps=1000,
-            shift=3.0,
-            use_dynamic_shifting=True,
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        )
+        vae, scheduler = self._tiny_vae_and_scheduler()
         return ChromaPipeline(  # type: ignore[no-untyped-call]
             scheduler=scheduler,
             vae=vae,

@@ -26,11 +26,7 @@ class Flux(BaseFamily):
     def tiny(self, seed: int) -> Any:
         """Dev-like (guidance embedded, dynamic shift): a CLIP and a T5 encoder, one double and
         one single stream block over 2x2-packed 16-channel latents."""
-        from diffusers import (
-            FlowMatchEulerDiscreteScheduler,
-            FluxPipeline,
-            FluxTransformer2DModel,
-        )
+        from diffusers import FluxPipeline, FluxTransformer2DModel
 
         tokenizer = tiny.build_tokenizer()
         t5_tokenizer = tiny.build_t5_tokenizer()
@@ -49,6 +45,21 @@ class Flux(BaseFamily):
             guidance_embeds=True,
             axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim
         )
+        vae, scheduler = self._tiny_vae_and_scheduler()
+        return FluxPipeline(  # type: ignore[no-untyped-call]
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=t5_tokenizer,
+            transformer=transformer,
+        )
+
+    def _tiny_vae_and_scheduler(self) -> tuple[Any, Any]:
+        """Flux's 16-channel VAE (its scale and shift) and its time-shifted flow matching."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
         vae = tiny.image_vae(
             16,
             scaling_factor=0.3611,
@@ -66,12 +77,4 @@ class Flux(BaseFamily):
             base_image_seq_len=256,
             max_image_seq_len=4096,
         )
-        return FluxPipeline(  # type: ignore[no-untyped-call]
-            scheduler=scheduler,
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            text_encoder_2=text_encoder_2,
-            tokenizer_2=t5_tokenizer,
-            transformer=transformer,
-        )
+        return vae, scheduler

@@ -11,13 +11,11 @@ like any SD 1.x checkpoint.
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
+from worker import tiny
 from worker.shapes.scenes import SIZE, VOCABULARY
-from worker.tiny import BOS_TOKEN, EOS_TOKEN, MAX_LENGTH, bytes_to_unicode
+from worker.tiny import BOS_TOKEN, EOS_TOKEN, MAX_LENGTH
 
 LATENT_SIDE = 16
 TEXT_WIDTH = 64
@@ -57,33 +55,7 @@ def word_merges(words: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def build_tokenizer(words: tuple[str, ...] = VOCABULARY) -> Any:
-    from transformers import CLIPTokenizer
-
-    symbols = list(bytes_to_unicode().values())
-    tokens = [*symbols, *(s + "</w>" for s in symbols)]
-    merges = word_merges(words)
-    known = set(tokens)
-    for left, right in merges:
-        if left + right not in known:
-            known.add(left + right)
-            tokens.append(left + right)
-    tokens += [BOS_TOKEN, EOS_TOKEN]
-    vocab = {token: index for index, token in enumerate(tokens)}
-    with tempfile.TemporaryDirectory(prefix="latentq-shapes-tok-") as tmp:
-        vocab_file = Path(tmp, "vocab.json")
-        merges_file = Path(tmp, "merges.txt")
-        vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        lines = ["#version: 0.2", *(f"{left} {right}" for left, right in merges)]
-        merges_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        tokenizer = CLIPTokenizer(
-            str(vocab_file),
-            str(merges_file),
-            bos_token=BOS_TOKEN,
-            eos_token=EOS_TOKEN,
-            unk_token=EOS_TOKEN,
-            pad_token=EOS_TOKEN,
-            model_max_length=MAX_LENGTH,
-        )
+    tokenizer = tiny.build_tokenizer(word_merges(words))
     for word in words:
         ids = tokenizer(word, add_special_tokens=False).input_ids
         if len(ids) != 1:

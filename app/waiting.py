@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import AsyncGenerator
@@ -82,10 +83,29 @@ async def wait_for_end(
     when a status message says the job ended (or every `REREAD_S`, in case a message was
     lost): progress and the move to running cost nothing here.
     """
+    return await _wait(hub, jobs, record, timeout_s, change=False)
+
+
+async def wait_for_change(
+    hub: EventHub, jobs: JobService, record: JobRecord, timeout_s: float
+) -> JobRecord:
+    """The record once the job's status differs from `record`'s (queued → running, or its
+    end), or as it stands after `timeout_s`: a long poll. Progress steps do not count."""
+    return await _wait(hub, jobs, record, timeout_s, change=True)
+
+
+async def _wait(
+    hub: EventHub, jobs: JobService, record: JobRecord, timeout_s: float, *, change: bool
+) -> JobRecord:
     deadline = time.monotonic() + timeout_s
+    seen = record.status
+
+    def waiting(status: JobStatus) -> bool:
+        return not status.is_terminal() and (not change or status is seen)
+
     async with hub.listen(record.id) as queue:
         record = await run_in_threadpool(jobs.get, record.id)
-        while not record.status.is_terminal():
+        while waiting(record.status):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -96,8 +116,25 @@ async def wait_for_end(
                 if deadline - time.monotonic() <= 0:
                     break
             if message is not None and (
-                message.get("event") != "status" or message.get("status") not in _ENDED
+                message.get("event") != "status"
+                or (message.get("status") not in _ENDED and not change)
             ):
                 continue
             record = await run_in_threadpool(jobs.get, record.id)
     return record
+
+
+RETRY_AFTER_MAX_S = 5
+"""The longest `Retry-After` a job not yet ended is given."""
+
+
+def retry_after(view: dict[str, Any]) -> int:
+    """Seconds a client polling a job that has not ended should wait before asking again:
+    while it runs, its ETA; while queued, a second per place in the queue (1: next); between
+    1 and `RETRY_AFTER_MAX_S`. (`Prefer: wait` is the way to hear of a change at once.)"""
+    if view["status"] == JobStatus.RUNNING:
+        eta = (view.get("progress") or {}).get("eta_s")
+        guess = float(eta) if eta is not None else 1.0
+    else:
+        guess = float(view.get("queue_position") or 1)
+    return max(1, min(RETRY_AFTER_MAX_S, math.ceil(guess)))

@@ -20,7 +20,7 @@ from app.metrics import JOBS_SUBMITTED
 from app.responses import FastJSONResponse, loads
 from app.scopes import owner_filter
 from app.service import Submission
-from app.waiting import follow, prefer_wait, wait_for_end
+from app.waiting import follow, prefer_wait, retry_after, wait_for_change, wait_for_end
 from jobs.errors import InvalidRequest, LatentqError, MalformedBody
 from jobs.protocol import IMAGE_FIELDS, AnyParams
 
@@ -151,22 +151,42 @@ async def submit_job(
                 )
                 record = ended or record
     view = await run_in_threadpool(jobs.view, record, str(request.base_url), operator)
-    status = 200 if record.status.is_terminal() else 202
-    return FastJSONResponse(view, status_code=status, headers=headers)
+    if record.status.is_terminal():
+        return FastJSONResponse(view, status_code=200, headers=headers)
+    headers["Retry-After"] = str(retry_after(view))
+    return FastJSONResponse(view, status_code=202, headers=headers)
 
 
 @router.get("/{job_id}")
-def get_job(
+async def get_job(
     job_id: str,
     request: Request,
+    state: StateDep,
     jobs: JobsDep,
     caller: CallerDep,
     scopes: ScopesDep,
     operator: OperatorDep,
 ) -> JSONResponse:
-    """The Job, or 404."""
-    record = jobs.get(job_id, owner_filter(caller, scopes))
-    return FastJSONResponse(jobs.view(record, str(request.base_url), operator))
+    """The Job, or 404. A job that has not ended comes with `Retry-After` (when to poll
+    again); with `Prefer: wait=N` (at most 60) the answer waits until the job's status
+    changes (it starts, or ends), or N seconds."""
+    record = await run_in_threadpool(jobs.get, job_id, owner_filter(caller, scopes))
+    wait_s = prefer_wait(request.headers.get("prefer"))
+    headers: dict[str, str] = {}
+    if wait_s is not None:
+        headers["Preference-Applied"] = f"wait={wait_s}"
+        if wait_s > 0 and not record.status.is_terminal():
+            async with AsyncExitStack() as held:
+                if state.holds is not None:
+                    await held.enter_async_context(state.holds.hold(caller))
+                changed = await unless_disconnected(
+                    request, wait_for_change(state.hub, jobs, record, wait_s)
+                )
+                record = changed or record
+    view = await run_in_threadpool(jobs.view, record, str(request.base_url), operator)
+    if not record.status.is_terminal():
+        headers["Retry-After"] = str(retry_after(view))
+    return FastJSONResponse(view, headers=headers)
 
 
 @router.delete("/{job_id}")

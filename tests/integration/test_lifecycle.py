@@ -39,6 +39,50 @@ def test_prefer_wait_gives_up_with_202(api: httpx.Client) -> None:
     wait(api, response.json()["id"])
 
 
+def test_get_long_polls_until_the_status_changes(api: httpx.Client) -> None:
+    blocker = submit(api, type="txt2img", prompt="blocker", width=256, height=256, steps=20)
+    queued = submit(api, type="txt2img", prompt="polled", **FAST)
+    job_url = f"/v1/jobs/{queued['id']}"
+    first = api.get(job_url)
+    assert first.json()["status"] == "queued" and "preference-applied" not in first.headers
+    # Queued: asked to come back after about a second per place in the queue, at most 5.
+    assert 1 <= int(first.headers["retry-after"]) <= 5
+    seen, started = "queued", time.monotonic()
+    statuses = []
+    while seen != "succeeded":
+        response = api.get(job_url, headers={"Prefer": "wait=30"})
+        assert response.status_code == 200 and response.headers["preference-applied"] == "wait=30"
+        current = response.json()["status"]
+        assert current != seen, "a long poll came back with no change"
+        statuses.append(current)
+        seen = current
+        if current != "succeeded":
+            assert 1 <= int(response.headers["retry-after"]) <= 5
+        else:
+            assert "retry-after" not in response.headers
+        assert time.monotonic() - started < 60
+    # Each answer is a change: queued → running → succeeded in two long polls (or one, when
+    # the job ran between them).
+    assert statuses in (["running", "succeeded"], ["succeeded"]), statuses
+    assert wait(api, blocker["id"])["status"] == "succeeded"
+    # On an ended job a long poll answers at once.
+    at_once = time.monotonic()
+    ended = api.get(job_url, headers={"Prefer": "wait=30"})
+    assert ended.json()["status"] == "succeeded" and time.monotonic() - at_once < 2
+
+
+def test_get_long_poll_gives_up_after_its_wait(api: httpx.Client) -> None:
+    blocker = submit(api, type="txt2img", prompt="blocker", width=256, height=256, steps=30)
+    queued = submit(api, type="txt2img", prompt="still queued", **FAST)
+    started = time.monotonic()
+    response = api.get(f"/v1/jobs/{queued['id']}", headers={"Prefer": "wait=1"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200 and response.json()["status"] == "queued"
+    assert 0.9 <= elapsed < 5 and "retry-after" in response.headers
+    wait(api, queued["id"])
+    wait(api, blocker["id"])
+
+
 def test_events_stream_progress_then_one_final_event(api: httpx.Client) -> None:
     job = submit(api, type="txt2img", prompt="streamed", width=256, height=256, steps=6)
     events = sse_events(api, f"/v1/jobs/{job['id']}/events")

@@ -15,28 +15,6 @@ from pydantic import AfterValidator
 from jobs import defaults
 from jobs.protocol import JobType
 
-SCHEDULER_NAMES = (
-    "euler",
-    "euler_a",
-    "ddim",
-    "ddpm",
-    "pndm",
-    "lms",
-    "heun",
-    "dpmpp_2m",
-    "dpmpp_2m_karras",
-    "dpmpp_sde",
-    "unipc",
-    "lcm",
-    "flow_euler",
-)
-"""Stable scheduler names a catalogue entry may list; the worker maps each to a diffusers class."""
-
-SCHEDULER_MIN_STEPS = {"pndm": 4}
-"""Schedulers that cannot run fewer denoising steps (PNDM's warm-up takes four)."""
-
-IMAGE_TASKS = (JobType.TXT2IMG, JobType.IMG2IMG, JobType.INPAINT, JobType.OUTPAINT)
-
 _NOISE_SCHEDULERS = (
     "euler",
     "euler_a",
@@ -51,6 +29,16 @@ _NOISE_SCHEDULERS = (
     "unipc",
     "lcm",
 )
+"""For the UNets that predict noise (or v)."""
+
+SCHEDULER_NAMES = (*_NOISE_SCHEDULERS, "flow_euler")
+"""Stable scheduler names a catalogue entry may list; the worker maps each to a diffusers class."""
+
+SCHEDULER_MIN_STEPS = {"pndm": 4}
+"""Schedulers that cannot run fewer denoising steps (PNDM's warm-up takes four)."""
+
+IMAGE_TASKS = (JobType.TXT2IMG, JobType.IMG2IMG, JobType.INPAINT, JobType.OUTPAINT)
+
 # Flow-matching transformers: FlowMatchEuler, and the multistep solvers in their flow-sigma form.
 _FLOW_SCHEDULERS = ("flow_euler", "unipc", "dpmpp_2m")
 

@@ -173,7 +173,7 @@ def test_worker_killed_mid_job_ten_times_loses_no_job(launch: Callable[..., Laun
     api = httpx.Client(base_url=stack.base_url, timeout=30)
     # Different step counts, so that no two jobs share a micro-batch: each kill hits one.
     bodies = [
-        {"type": "txt2img", "prompt": f"job {i}", "width": 256, "height": 256, "steps": 16 + i}
+        {"type": "txt2img", "prompt": f"job {i}", "width": 128, "height": 128, "steps": 16 + i}
         for i in range(KILLS + 4)
     ]
     ids = [api.post("/v1/jobs", json=body).json()["id"] for body in bodies]

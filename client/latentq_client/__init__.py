@@ -30,6 +30,7 @@ from latentq_client.options import (
 )
 from latentq_client.progress import ProgressBar, ProgressCallback, ProgressUpdate
 from latentq_client.sse import Event, SSEDecoder
+from latentq_client.webhooks import verify_webhook
 
 __all__ = [
     "AsyncClient",
@@ -43,10 +44,10 @@ __all__ = [
     "GenerateOptions",
     "Img2ImgOptions",
     "InpaintOptions",
+    "Job",
     "JobCanceled",
     "JobError",
     "JobFailed",
-    "Job",
     "JobOptions",
     "LatentqConnectionError",
     "LatentqError",
@@ -64,4 +65,5 @@ __all__ = [
     "VideoOptions",
     "WaitTimeout",
     "__version__",
+    "verify_webhook",
 ]

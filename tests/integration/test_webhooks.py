@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bench.procs import free_port
-from jobs.webhooks import verify
+from latentq_client import verify_webhook
 from tests.conftest import WEBHOOK_SECRET
 from tests.integration.helpers import submit, wait
 
@@ -85,24 +85,11 @@ def receiver() -> Iterator[Receiver]:
 def check_signature(delivery: Received) -> None:
     headers = {k.lower(): v for k, v in delivery.headers.items()}
     assert headers["webhook-signature"].startswith("v1=")
-    assert verify(
-        WEBHOOK_SECRET.encode(),
-        headers["webhook-timestamp"],
-        delivery.body,
-        headers["webhook-signature"],
-    )
-    assert not verify(
-        b"another secret entirely",
-        headers["webhook-timestamp"],
-        delivery.body,
-        headers["webhook-signature"],
-    )
-    assert not verify(
-        WEBHOOK_SECRET.encode(),
-        headers["webhook-timestamp"],
-        delivery.body + b" ",
-        headers["webhook-signature"],
-    )
+    assert verify_webhook(WEBHOOK_SECRET, delivery.headers, delivery.body)
+    assert not verify_webhook(b"another secret entirely", delivery.headers, delivery.body)
+    assert not verify_webhook(WEBHOOK_SECRET, delivery.headers, delivery.body + b" ")
+    stale = {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) - 301)}
+    assert not verify_webhook(WEBHOOK_SECRET, stale, delivery.body)
 
 
 def test_start_and_completed_are_delivered_signed(api: httpx.Client, receiver: Receiver) -> None:

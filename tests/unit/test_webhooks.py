@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from jobs.webhooks import WebhookRefused, check_url, resolve, signature, verify
+from jobs.webhooks import WebhookRefused, check_url, resolve, signature
+from latentq_client import verify_webhook
 
 
 @pytest.mark.parametrize(
@@ -94,12 +95,25 @@ def test_public_literal_addresses_pass() -> None:
 
 
 def test_signature_round_trip_and_tolerance() -> None:
+    # What a receiver checks, with the SDK's `verify_webhook`.
     secret, body, now = b"s" * 32, b'{"event":"completed"}', int(time.time())
+
+    def verify(timestamp: str, body: bytes, header: str) -> bool:
+        sent = {"Webhook-Timestamp": timestamp, "Webhook-Signature": header}
+        return verify_webhook(secret, sent, body)
+
     header = signature(secret, now, body)
-    assert verify(secret, str(now), body, header)
-    assert verify(secret, str(now), body, "v1=deadbeef, " + header)  # rotated secrets
-    assert not verify(secret, str(now), body + b"x", header)
-    assert not verify(secret, str(now - 3600), body, signature(secret, now - 3600, body))
-    assert not verify(secret, "soon", body, header)
-    assert not verify(secret, "²", body, header)
-    assert not verify(secret, "1" * 5000, body, header)
+    assert verify(str(now), body, header)
+    assert verify(str(now), body, "v1=deadbeef, " + header)  # rotated secrets
+    assert verify_webhook(
+        secret.decode(), {"webhook-timestamp": str(now), "WEBHOOK-SIGNATURE": header}, body
+    )
+    assert not verify(str(now), body + b"x", header)
+    assert not verify_webhook(
+        b"another", {"Webhook-Timestamp": str(now), "Webhook-Signature": header}, body
+    )
+    assert not verify(str(now - 3600), body, signature(secret, now - 3600, body))
+    assert not verify("soon", body, header)
+    assert not verify("²", body, header)
+    assert not verify("1" * 5000, body, header)
+    assert not verify_webhook(secret, {}, body)

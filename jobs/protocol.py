@@ -159,7 +159,12 @@ class JobParams(_Strict):
     def seeds(self) -> list[int]:
         """The seed of each image: consecutive from the job's seed."""
         assert self.seed is not None, "resolve() the params first"
-        return [(self.seed + i) % (defaults.SEED_MAX + 1) for i in range(self.n)]
+        return consecutive_seeds(self.seed, self.n)
+
+
+def consecutive_seeds(seed: int, n: int) -> list[int]:
+    """`n` seeds from `seed` on, wrapping past the largest."""
+    return [(seed + i) % (defaults.SEED_MAX + 1) for i in range(n)]
 
 
 def _multiple_of_8(value: int | None) -> int | None:

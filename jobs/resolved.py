@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobs import defaults
-from jobs.protocol import JobParams, LoraRef, Txt2ImgParams, Txt2VideoParams
+from jobs.protocol import (
+    JobParams,
+    LoraRef,
+    Txt2ImgParams,
+    Txt2VideoParams,
+    consecutive_seeds,
+)
 
 
 class Unresolved(ValueError):
@@ -62,7 +67,7 @@ class Sampling:
 
     def seeds(self) -> list[int]:
         """The seed of each output: consecutive from the job's seed."""
-        return [(self.seed + i) % (defaults.SEED_MAX + 1) for i in range(self.n)]
+        return consecutive_seeds(self.seed, self.n)
 
 
 def size(params: Txt2ImgParams | Txt2VideoParams) -> tuple[int, int]:

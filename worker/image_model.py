@@ -22,7 +22,6 @@ from jobs import resolved
 from jobs.batching import batch_key
 from jobs.catalog import ModelEntry
 from jobs.protocol import (
-    ImageParams,
     Img2ImgParams,
     InpaintParams,
     JobType,
@@ -122,11 +121,12 @@ class WarmModel(WarmBase):
         prompt, negative prompt and seeds: several jobs' images in one call. Outputs have
         the params' size (a model that takes multiples of 16 runs larger and is resized)."""
         wanted = resolved.size(params)
-        pipe = self._for_job(self.base, Sampling.of(params).scheduler)
+        run = Sampling.of(params)
+        pipe = self._for_job(self.base, run.scheduler)
         size = self._run_size(*wanted)
         images = self._call(
             pipe,
-            params,
+            run,
             on_step,
             decode_fp32,
             size=size,
@@ -148,13 +148,14 @@ class WarmModel(WarmBase):
         """Restyle `image` (run at a size the model takes); outputs have the run's size."""
         if self.restyler is None:
             raise ValueError(f"model {self.entry.id} does not do img2img")
-        pipe = self._for_job(self.restyler, Sampling.of(params).scheduler)
+        run = Sampling.of(params)
+        pipe = self._for_job(self.restyler, run.scheduler)
         size = self._run_size(*image.size)
         if size != image.size:
             image = image.resize(size, Image.Resampling.LANCZOS)
         images = self.family.img2img_images(image, params.n)
         return self._call(
-            pipe, params, on_step, decode_fp32, size=size, image=images, strength=params.strength
+            pipe, run, on_step, decode_fp32, size=size, image=images, strength=params.strength
         )
 
     def inpaint(
@@ -168,7 +169,8 @@ class WarmModel(WarmBase):
         composites the outputs back over the canvas."""
         if self.inpainter is None:
             raise ValueError(f"model {self.entry.id} cannot inpaint")
-        pipe = self._for_job(self.inpainter, Sampling.of(params).scheduler)
+        run = Sampling.of(params)
+        pipe = self._for_job(self.inpainter, run.scheduler)
         size = self._run_size(*canvas.image.size)
         image, mask = canvas.image, canvas.mask
         if size != image.size:
@@ -176,7 +178,7 @@ class WarmModel(WarmBase):
             mask = mask.resize(size, Image.Resampling.NEAREST)
         return self._call(
             pipe,
-            params,
+            run,
             on_step,
             decode_fp32,
             size=size,
@@ -214,7 +216,7 @@ class WarmModel(WarmBase):
     def _call(
         self,
         pipe: Any,
-        params: ImageParams,
+        run: Sampling,
         on_step: StepCallback,
         decode_fp32: bool = False,
         *,
@@ -224,7 +226,6 @@ class WarmModel(WarmBase):
         seeds: list[int] | None = None,
         **kwargs: Any,
     ) -> list[Image.Image]:
-        run = Sampling.of(params)
         # CPU generators: the same seed gives the same starting noise on any device.
         seeds = seeds if seeds is not None else run.seeds()
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
